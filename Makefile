@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := libsystemd-dev pkg-config
+
+.PHONY: run test lint check sysdeps setup clean
+
+run: setup
+	$(PY) -m turret.demo
+
+test: setup
+	$(PY) -m ruff check turret tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+setup: $(STAMP)
+
+# systemd-python compiles against libsystemd; install it from apt when we can (root) and it is absent.
+sysdeps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages: $$missing"; \
+	    apt-get update -qq && apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends $$missing; \
+	  else \
+	    echo "missing system packages: $$missing (run as root, or install them with apt)" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml | sysdeps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,7 @@
+"""`python -m turret` is the `turret` command."""
+
+import sys
+
+from turret.cli import main
+
+sys.exit(main())

@@ -1,0 +1,260 @@
+"""The agent-facing HTTP API: routes, the JSON error shape, and the audited path of a request."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from turret.audit import NOTICE, Auditor, Event, Fields
+from turret.auth import bearer_token
+from turret.config import NAME, Agent
+from turret.errors import (
+    AuditUnavailable,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestError,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from turret.paths import canonical_path
+from turret.policy import Decision, decide_proxy
+from turret.runtime import Runtime, RuntimeHolder
+from turret.upstream import Outbound, forward, new_session
+
+log = logging.getLogger("turret")
+
+RUNTIME = web.AppKey("runtime", RuntimeHolder)
+AUDITOR = web.AppKey("auditor", Auditor)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+REQUEST_ID = web.RequestKey("request_id", str)
+PROXY_PREFIX = "/v1/proxy/"
+
+
+@dataclass
+class Stats:
+    """Counters for the status line."""
+
+    requests: int = 0
+    in_flight: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+STATS = web.AppKey("stats", Stats)
+
+
+def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
+    """The Turret application; the upstream client session lives as long as the app."""
+    app = web.Application(middlewares=[error_middleware])
+    app[RUNTIME] = holder
+    app[AUDITOR] = auditor
+    app[STATS] = Stats()
+    app.cleanup_ctx.append(_client_session)
+    app.router.add_get("/v1/whoami", handle_whoami)
+    app.router.add_route("*", PROXY_PREFIX + "{service}/{path:.*}", handle_proxy)
+    return app
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    async with new_session() as session:
+        app[SESSION] = session
+        yield
+
+
+def error_body(code: str, message: str, request_id: str) -> dict[str, object]:
+    """The one error shape every error response uses."""
+    return {"ok": False, "error": {"code": code, "message": message, "request_id": request_id}}
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Give every request an id and turn every error into the JSON error shape."""
+    request_id = secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
+    stats = request.app[STATS]
+    stats.in_flight += 1
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = _error_response(_from_http(exc), request_id)
+    except RequestError as exc:
+        response = _error_response(exc, request_id)
+    except AuditUnavailable:
+        log.exception("audit unavailable; request %s refused", request_id)
+        response = _error_response(
+            ServiceUnavailable("audit trail unavailable; request refused"), request_id
+        )
+    except Exception:
+        log.exception("internal error in request %s", request_id)
+        response = _error_response(RequestError("internal error"), request_id)
+    finally:
+        stats.in_flight -= 1
+        stats.requests += 1
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def _from_http(exc: web.HTTPException) -> RequestError:
+    if exc.status == 405:
+        return MethodNotAllowed("method not allowed for this endpoint")
+    if exc.status == 404:
+        return NotFound("no such endpoint")
+    error = RequestError(exc.reason)
+    error.status, error.code = exc.status, "http_error"
+    return error
+
+
+def _error_response(exc: RequestError, request_id: str) -> web.Response:
+    return web.json_response(error_body(exc.code, exc.message, request_id), status=exc.status)
+
+
+@dataclass
+class Audit:
+    """The audit records of one request; common fields are filled in as they become known."""
+
+    auditor: Auditor
+    fields: Fields
+    started: float = field(default_factory=time.monotonic)
+
+    def decision(self, decision: Decision, status: int | None = None) -> None:
+        self.auditor.record(
+            Event.DECISION,
+            f"{self.fields.get('TURRET_AGENT') or '-'}: {'allow' if decision.allowed else 'deny'}"
+            f" - {decision.reason}",
+            {
+                **self.fields,
+                "TURRET_DECISION": "allow" if decision.allowed else "deny",
+                "TURRET_REASON": decision.reason,
+                "TURRET_RULE": decision.rule,
+                "TURRET_STATUS": status,
+            },
+            priority=6 if decision.allowed else NOTICE,
+        )
+
+    def outcome(self, status: int, reason: str, extra: Fields) -> None:
+        ms = round((time.monotonic() - self.started) * 1000, 3)
+        self.auditor.record(
+            Event.OUTCOME,
+            f"{self.fields.get('TURRET_AGENT')}: {status} {reason}",
+            {
+                **self.fields,
+                **extra,
+                "TURRET_STATUS": status,
+                "TURRET_REASON": reason,
+                "TURRET_DURATION_MS": ms,
+            },
+        )
+
+
+def authenticate(request: web.Request, runtime: Runtime) -> Agent:
+    token = bearer_token(request.headers.get("Authorization"))
+    agent = runtime.tokens.agent_for(token) if token else None
+    if agent is None:
+        raise Unauthorized("missing or invalid agent token")
+    return agent
+
+
+async def handle_whoami(request: web.Request) -> web.Response:
+    """`GET /v1/whoami`: the calling agent and its grants."""
+    runtime = request.app[RUNTIME].current
+    audit = Audit(
+        request.app[AUDITOR],
+        {
+            "TURRET_REQUEST_ID": request[REQUEST_ID],
+            "TURRET_METHOD": "GET",
+            "TURRET_PATH": "/v1/whoami",
+        },
+    )
+    try:
+        agent = authenticate(request, runtime)
+    except RequestError as exc:
+        audit.decision(Decision(False, exc.reason), exc.status)
+        raise
+    audit.fields["TURRET_AGENT"] = agent.name
+    audit.decision(Decision(True, "whoami"), 200)
+    grants = [
+        {"service": g.service, "methods": sorted(g.methods), "paths": [p.pattern for p in g.paths]}
+        for g in agent.proxy
+    ]
+    return web.json_response({"ok": True, "agent": agent.name, "grants": {"proxy": grants}})
+
+
+async def handle_proxy(request: web.Request) -> web.Response:
+    """`ANY /v1/proxy/{service}/{path}`: check, audit, forward with the credential, redact."""
+    runtime = request.app[RUNTIME].current
+    raw_service, raw_path, query = split_target(request.raw_path)
+    audit = Audit(
+        request.app[AUDITOR],
+        {
+            "TURRET_REQUEST_ID": request[REQUEST_ID],
+            "TURRET_SERVICE": raw_service,
+            "TURRET_METHOD": request.method,
+            "TURRET_PATH": raw_path,
+        },
+    )
+    try:
+        agent = authenticate(request, runtime)
+        audit.fields["TURRET_AGENT"] = agent.name
+        path = canonical_path(raw_path)
+        audit.fields["TURRET_PATH"] = path.encoded
+        service = runtime.config.services.get(raw_service) if NAME.fullmatch(raw_service) else None
+        decision = decide_proxy(agent, raw_service, request.method, path)
+    except RequestError as exc:
+        audit.decision(Decision(False, exc.reason), exc.status)
+        raise
+    if not decision.allowed or service is None:
+        audit.decision(decision, 403)
+        raise Forbidden(decision.reason)
+    audit.decision(decision)
+    try:
+        body = await read_body(request, service.max_request_bytes)
+        injection = runtime.injections[service.name]
+        out = Outbound(request.method, path, query, request.headers, body)
+        result = await forward(request.app[SESSION], service, injection, runtime.redactor, out)
+    except RequestError as exc:
+        audit.outcome(exc.status, exc.reason, {"TURRET_BYTES_IN": request.content_length})
+        raise
+    reason = "echo guard redacted credential material" if result.redactions else "forwarded"
+    audit.outcome(
+        result.status,
+        reason,
+        {
+            "TURRET_BYTES_IN": len(body),
+            "TURRET_BYTES_OUT": len(result.body),
+            "TURRET_REDACTIONS": result.redactions or None,
+        },
+    )
+    return web.Response(status=result.status, headers=result.headers, body=result.body)
+
+
+def split_target(raw_target: str) -> tuple[str, str, str]:
+    """Split the raw request target `/v1/proxy/SERVICE/PATH?QUERY` without decoding it."""
+    target, _, query = raw_target.partition("?")
+    if not target.startswith(PROXY_PREFIX):
+        raise BadRequest("request target must be /v1/proxy/SERVICE/PATH")
+    service, _, rest = target[len(PROXY_PREFIX) :].partition("/")
+    return service, "/" + rest, query
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

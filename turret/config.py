@@ -1,0 +1,413 @@
+"""Configuration: the YAML file read into frozen values and validated; only `read_config` does I/O.
+
+Nothing secret is ever in the file: only credential names and token hashes. Every problem is
+reported with its dotted key path and line, all at once, and Turret refuses to start on any.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from turret.errors import ConfigError, ConfigIssue
+from turret.paths import PathGlob, compile_glob
+from turret.yamlload import Document, YamlError, join, read_yaml
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.@/-]{0,127}")
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
+QUERY_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+LISTEN_TCP = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})")
+# Credential names are file names in $CREDENTIALS_DIRECTORY (systemd allows no "/").
+CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+
+
+@dataclass(frozen=True)
+class CredentialRef:
+    """A value to be read from the credential `name`."""
+
+    name: str
+
+
+Value = str | CredentialRef  # a literal, or a credential
+
+
+@dataclass(frozen=True)
+class BearerAuth:
+    credential: str
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    username: Value
+    password: Value
+
+
+@dataclass(frozen=True)
+class HeaderAuth:
+    name: str
+    credential: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class QueryAuth:
+    name: str
+    credential: str
+
+
+Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth
+
+
+@dataclass(frozen=True)
+class Service:
+    """An upstream: its origin and base path are the only place requests for it may go."""
+
+    name: str
+    url: str  # scheme://host[:port][/base], no trailing slash
+    auth: Auth
+    timeout: float = 10.0
+    max_request_bytes: int = 1 << 20
+    max_response_bytes: int = 4 << 20
+
+
+@dataclass(frozen=True)
+class ProxyGrant:
+    service: str
+    methods: frozenset[str]
+    paths: tuple[PathGlob, ...]
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    token_sha256: str | None  # hex; exactly one of this and token_credential
+    token_credential: str | None
+    proxy: tuple[ProxyGrant, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[str, ...]
+    credentials_dir: str | None
+    services: dict[str, Service]
+    agents: dict[str, Agent]
+
+    def credential_uses(self) -> dict[str, str]:
+        """Every credential name the config references, mapped to how it is used.
+
+        The use is "header" when the value is sent in an HTTP header as is (so CR, LF and NUL
+        would be header injection) and "value" otherwise.
+        """
+        uses: dict[str, str] = {}
+        for svc in self.services.values():
+            auth = svc.auth
+            if isinstance(auth, BearerAuth | HeaderAuth):
+                uses[auth.credential] = "header"
+            elif isinstance(auth, QueryAuth):
+                uses.setdefault(auth.credential, "value")
+            else:
+                for v in (auth.username, auth.password):
+                    if isinstance(v, CredentialRef):
+                        uses.setdefault(v.name, "value")
+        for agent in self.agents.values():
+            if agent.token_credential:
+                uses.setdefault(agent.token_credential, "value")
+        return uses
+
+
+def read_config(path: str | Path) -> Config:
+    """Read and validate the configuration file at `path`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue("", None, f"cannot read {path}: {exc}")]) from None
+    return load_config(text)
+
+
+def load_config(text: str) -> Config:
+    """Validate configuration text; raise `ConfigError` listing every problem."""
+    try:
+        doc = read_yaml(text)
+    except YamlError as exc:
+        raise ConfigError(exc.issues) from None
+    checker = _Checker(doc)
+    config = checker.config(doc.data)
+    if checker.issues or config is None:
+        raise ConfigError(checker.issues)
+    return config
+
+
+class _Checker:
+    """Walks the document, collecting every issue rather than stopping at the first."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.issues: list[ConfigIssue] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.issues.append(ConfigIssue(path, self.doc.line_of(path), message))
+
+    def mapping(
+        self, path: str, value: Any, required: set[str], optional: set[str]
+    ) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.fail(path, "must be a mapping")
+            return None
+        for key in value.keys() - required - optional:
+            self.fail(join(path, key), "unknown key")
+        for key in sorted(required - value.keys()):
+            self.fail(path, f"missing required key '{key}'")
+        return value
+
+    def string(self, path: str, value: Any, pattern: re.Pattern[str] | None = None) -> str | None:
+        if not isinstance(value, str) or not value:
+            self.fail(path, "must be a non-empty string")
+            return None
+        if pattern is not None and not pattern.fullmatch(value):
+            self.fail(path, f"{value!r} must match {pattern.pattern}")
+            return None
+        return value
+
+    def number(self, path: str, value: Any, lo: float, hi: float, *, integer: bool) -> Any:
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
+            kind = "an integer" if integer else "a number"
+            self.fail(path, f"must be {kind} from {lo:g} to {hi:g}")
+            return None
+        return value
+
+    def items(self, path: str, value: Any) -> list[tuple[str, Any]]:
+        if not isinstance(value, list):
+            self.fail(path, "must be a list")
+            return []
+        return [(join(path, i), v) for i, v in enumerate(value)]
+
+    def named(self, path: str, value: Any, build: Callable[[str, str, Any], Any]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, "must be a mapping")
+            return {}
+        out = {}
+        for name, body in value.items():
+            built = build(join(path, name), name, body)
+            if built is not None:
+                out[name] = built
+        return out
+
+    # --- sections ----------------------------------------------------------------------------
+
+    def config(self, data: Any) -> Config | None:
+        top = self.mapping("", data, set(), {"listen", "credentials_dir", "services", "agents"})
+        if top is None:
+            return None
+        listen = tuple(
+            self.listen(p, v) or "" for p, v in self.items("listen", top.get("listen", []))
+        )
+        creds_dir = top.get("credentials_dir")
+        if creds_dir is not None:
+            creds_dir = self.string("credentials_dir", creds_dir)
+        services = self.named("services", top.get("services"), self.service)
+        agents = self.named(
+            "agents", top.get("agents"), lambda p, n, b: self.agent(p, n, b, services)
+        )
+        return Config(listen, creds_dir, services, agents)
+
+    def listen(self, path: str, value: Any) -> str | None:
+        text = self.string(path, value)
+        if text is None:
+            return None
+        if text.startswith("unix:"):
+            if not text[5:].startswith("/"):
+                self.fail(path, "a unix socket address must be an absolute path: unix:/run/x.sock")
+            return text
+        m = LISTEN_TCP.fullmatch(text)
+        if not m or not 0 < int(m["port"]) < 65536:
+            self.fail(path, f"{text!r} must be HOST:PORT, [IPv6]:PORT or unix:/PATH")
+        return text
+
+    def service(self, path: str, name: str, body: Any) -> Service | None:
+        if not NAME.fullmatch(name):
+            self.fail(path, f"service name must match {NAME.pattern}")
+        keys = {"timeout", "max_request_bytes", "max_response_bytes"}
+        svc = self.mapping(path, body, {"url", "auth"}, keys)
+        if svc is None:
+            return None
+        url = self.url(join(path, "url"), svc.get("url"))
+        auth = self.auth(join(path, "auth"), svc.get("auth"))
+        limits = {
+            "timeout": self.number(
+                join(path, "timeout"), svc.get("timeout", 10), 0.1, 3600, integer=False
+            ),
+            "max_request_bytes": self.number(
+                join(path, "max_request_bytes"),
+                svc.get("max_request_bytes", 1 << 20),
+                0,
+                1 << 30,
+                integer=True,
+            ),
+            "max_response_bytes": self.number(
+                join(path, "max_response_bytes"),
+                svc.get("max_response_bytes", 4 << 20),
+                0,
+                1 << 30,
+                integer=True,
+            ),
+        }
+        if url is None or auth is None or None in limits.values():
+            return None
+        return Service(
+            name,
+            url,
+            auth,
+            float(limits["timeout"]),
+            limits["max_request_bytes"],
+            limits["max_response_bytes"],
+        )
+
+    def url(self, path: str, value: Any) -> str | None:
+        text = self.string(path, value)
+        if text is None:
+            return None
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError:
+            self.fail(path, "not a valid URL")
+            return None
+        problems = [
+            (parts.scheme not in ("http", "https"), "scheme must be http or https"),
+            (not parts.hostname, "a host is required"),
+            (
+                parts.username is not None or parts.password is not None,
+                "must not contain user:password@ (use auth with a credential)",
+            ),
+            (
+                bool(parts.query or parts.fragment or text.endswith(("?", "#"))),
+                "must not contain a query or fragment",
+            ),
+            (port == 0, "port must not be 0"),
+            (
+                any(c in text for c in "\\ \t\r\n\0"),
+                "must not contain spaces, backslashes or controls",
+            ),
+        ]
+        for bad, message in problems:
+            if bad:
+                self.fail(path, message)
+                return None
+        base = parts.path.rstrip("/")
+        if base:
+            try:
+                compile_glob(base)
+            except ValueError as exc:
+                self.fail(path, f"base path {exc}")
+                return None
+        return f"{parts.scheme}://{parts.netloc}{base}"
+
+    def auth(self, path: str, value: Any) -> Auth | None:
+        kinds = {"bearer", "basic", "header", "query"}
+        body = self.mapping(path, value, set(), kinds)
+        if body is None:
+            return None
+        if len(body) != 1:
+            self.fail(path, "must have exactly one of: bearer, basic, header, query")
+            return None
+        ((kind, spec),) = body.items()
+        p = join(path, kind)
+        if kind == "bearer":
+            cred = self.string(p, spec, CREDENTIAL_NAME)
+            return BearerAuth(cred) if cred else None
+        if kind == "basic":
+            m = self.mapping(p, spec, {"username", "password"}, set())
+            if m is None:
+                return None
+            user = self.value(join(p, "username"), m.get("username"))
+            password = self.value(join(p, "password"), m.get("password"))
+            return BasicAuth(user, password) if user is not None and password is not None else None
+        if kind == "header":
+            m = self.mapping(p, spec, {"name", "value"}, {"prefix"})
+            if m is None:
+                return None
+            name = self.string(join(p, "name"), m.get("name"), HEADER_NAME)
+            cred = self.string(join(p, "value"), m.get("value"), CREDENTIAL_NAME)
+            prefix = m.get("prefix", "")
+            if not isinstance(prefix, str) or any(c in prefix for c in "\r\n\0"):
+                self.fail(join(p, "prefix"), "must be a string without CR, LF or NUL")
+                return None
+            return HeaderAuth(name, cred, prefix) if name and cred else None
+        m = self.mapping(p, spec, {"name", "value"}, set())
+        if m is None:
+            return None
+        name = self.string(join(p, "name"), m.get("name"), QUERY_NAME)
+        cred = self.string(join(p, "value"), m.get("value"), CREDENTIAL_NAME)
+        return QueryAuth(name, cred) if name and cred else None
+
+    def value(self, path: str, value: Any) -> Value | None:
+        if isinstance(value, dict):
+            m = self.mapping(path, value, {"credential"}, set())
+            name = self.string(
+                join(path, "credential"), m.get("credential") if m else None, CREDENTIAL_NAME
+            )
+            return CredentialRef(name) if name else None
+        text = self.string(path, value)
+        if text is not None and any(c in text for c in "\r\n\0:"):
+            self.fail(path, "a literal must not contain ':', CR, LF or NUL")
+            return None
+        return text
+
+    def agent(self, path: str, name: str, body: Any, services: dict[str, Service]) -> Agent | None:
+        if not AGENT_NAME.fullmatch(name):
+            self.fail(path, f"agent name must match {AGENT_NAME.pattern}")
+        a = self.mapping(path, body, set(), {"token_sha256", "token_credential", "proxy"})
+        if a is None:
+            return None
+        if ("token_sha256" in a) == ("token_credential" in a):
+            self.fail(path, "needs exactly one of token_sha256 and token_credential")
+            return None
+        digest = cred = None
+        if "token_sha256" in a:
+            digest = self.string(join(path, "token_sha256"), a["token_sha256"], SHA256_HEX)
+        else:
+            cred = self.string(
+                join(path, "token_credential"), a["token_credential"], CREDENTIAL_NAME
+            )
+        grants = [
+            self.grant(p, g, services)
+            for p, g in self.items(join(path, "proxy"), a.get("proxy", []))
+        ]
+        if digest is None and cred is None:
+            return None
+        return Agent(name, digest, cred, tuple(g for g in grants if g is not None))
+
+    def grant(self, path: str, value: Any, services: dict[str, Service]) -> ProxyGrant | None:
+        g = self.mapping(path, value, {"service", "methods", "paths"}, set())
+        if g is None:
+            return None
+        service = self.string(join(path, "service"), g.get("service"))
+        if service is not None and service not in services:
+            self.fail(join(path, "service"), f"names undefined service {service!r}")
+            service = None
+        methods = set()
+        for p, m in self.items(join(path, "methods"), g.get("methods", [])):
+            if m not in METHODS:
+                self.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
+            methods.add(m)
+        paths = []
+        for p, pattern in self.items(join(path, "paths"), g.get("paths", [])):
+            try:
+                paths.append(compile_glob(pattern if isinstance(pattern, str) else ""))
+            except ValueError as exc:
+                self.fail(p, f"path glob {exc}")
+        if not methods or not paths:
+            self.fail(path, "a grant needs at least one method and one path")
+        if service is None or not methods or not paths:
+            return None
+        return ProxyGrant(service, frozenset(methods), tuple(paths))

@@ -1,0 +1,102 @@
+"""Downstream credentials: read by name from the systemd credentials directory, held redacted.
+
+systemd places each `LoadCredential=NAME:PATH` at `$CREDENTIALS_DIRECTORY/NAME`, readable only by
+the service. A credential the config references but that is missing or unusable stops start-up
+with a message naming it and the unit line that would provide it; values never appear.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from turret.config import Config
+from turret.errors import CredentialError
+
+MAX_CREDENTIAL_BYTES = 64 * 1024
+
+
+class Secret:
+    """A secret string whose repr and str never show it; `reveal()` is the only way in."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(Secret)
+
+    def __reduce__(self) -> str:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def credentials_directory(config: Config, override: str | None) -> str | None:
+    """Where credentials are read from: CLI override, then config, then systemd's variable."""
+    return override or config.credentials_dir or os.environ.get("CREDENTIALS_DIRECTORY")
+
+
+def load_credentials(config: Config, directory: str | None) -> Mapping[str, Secret]:
+    """Read every credential `config` references; raise `CredentialError` naming each problem."""
+    uses = config.credential_uses()
+    problems: list[str] = []
+    secrets: dict[str, Secret] = {}
+    if uses and not directory:
+        raise CredentialError(
+            [
+                "no credentials directory: start Turret under systemd with LoadCredential= "
+                "(which sets $CREDENTIALS_DIRECTORY), or pass --credentials-dir"
+            ]
+        )
+    for name, use in sorted(uses.items()):
+        try:
+            secrets[name] = _read(Path(directory or "", name), use)
+        except ValueError as exc:
+            problems.append(
+                f"credential {name!r} {exc}; provide it with "
+                f"LoadCredential={name}:/path/to/{name} (or LoadCredentialEncrypted=)"
+            )
+    if problems:
+        raise CredentialError(problems)
+    return secrets
+
+
+def _read(path: Path, use: str) -> Secret:
+    try:
+        with path.open("rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError("is not a regular file")
+            data = f.read(MAX_CREDENTIAL_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError(f"is missing (no file {path})") from None
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_CREDENTIAL_BYTES:
+        raise ValueError(f"is larger than {MAX_CREDENTIAL_BYTES // 1024} KiB")
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        raise ValueError("is empty")
+    if use == "header" and any(c in data for c in b"\r\n\0"):
+        raise ValueError("contains CR, LF or NUL, which cannot be sent in a header")
+    try:
+        return Secret(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("is not valid UTF-8") from None

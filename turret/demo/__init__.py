@@ -1,0 +1,1 @@
+"""`make run`: Turret on its demo configuration, in front of a bundled demo upstream."""

@@ -1,0 +1,106 @@
+"""The one exception tree of Turret.
+
+Every error an agent can see is a `RequestError` carrying an HTTP status and a stable machine
+code; its message is written for the agent and never contains a secret, an upstream URL or an
+upstream header. Errors that stop Turret from starting are `StartupError`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TurretError(Exception):
+    """Base of every error Turret raises on purpose."""
+
+
+# --- start-up: configuration and credentials -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a configuration file, located by dotted key path and line."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class StartupError(TurretError):
+    """Turret refuses to start (fail closed)."""
+
+
+class ConfigError(StartupError):
+    """The configuration is invalid; `issues` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+class CredentialError(StartupError):
+    """A referenced credential is missing or unusable; the message names it, never its value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class AuditUnavailable(TurretError):
+    """An audit record could not be written; the action it describes must not happen."""
+
+
+# --- request errors: what an agent sees -------------------------------------------------------
+
+
+class RequestError(TurretError):
+    """An error answered to the agent as the JSON error shape."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        # `reason` goes to the audit record; it may say more than the agent is told.
+        self.reason = reason or message
+
+
+class BadRequest(RequestError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(RequestError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(RequestError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(RequestError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    status, code = 413, "request_too_large"
+
+
+class BadGateway(RequestError):
+    status, code = 502, "upstream_error"
+
+
+class ServiceUnavailable(RequestError):
+    status, code = 503, "unavailable"
+
+
+class GatewayTimeout(RequestError):
+    status, code = 504, "upstream_timeout"

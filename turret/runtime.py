@@ -1,0 +1,91 @@
+"""The running configuration: config, credentials and everything derived from them, built once.
+
+A `Runtime` is immutable. Reloading builds a new one and swaps it into the `RuntimeHolder` in one
+assignment; a request takes the current one when it starts and uses it to the end, so requests in
+flight finish on the configuration they started with.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from turret.auth import TokenIndex
+from turret.config import (
+    BasicAuth,
+    BearerAuth,
+    Config,
+    CredentialRef,
+    HeaderAuth,
+    QueryAuth,
+    Service,
+    Value,
+)
+from turret.credentials import Secret, credentials_directory, load_credentials
+from turret.echo import Redactor
+from turret.errors import CredentialError
+
+
+@dataclass(frozen=True)
+class Injection:
+    """What Turret adds to every request to one service. Holds secret values: never log it."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    query: tuple[str, str] | None = None  # (name, already URL-encoded value)
+
+    def __repr__(self) -> str:
+        return f"Injection(headers={sorted(self.headers)}, query={bool(self.query)})"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a request needs, derived from one config and its credentials."""
+
+    config: Config
+    tokens: TokenIndex
+    injections: Mapping[str, Injection]
+    redactor: Redactor
+    secret_count: int
+
+    def __repr__(self) -> str:
+        return f"Runtime(agents={len(self.config.agents)}, services={len(self.config.services)})"
+
+
+def build_runtime(config: Config, credentials_dir: str | None = None) -> Runtime:
+    """Load the credentials `config` references and derive the runtime; fail closed."""
+    secrets = load_credentials(config, credentials_directory(config, credentials_dir))
+    try:
+        tokens = TokenIndex(config.agents, secrets)
+    except ValueError as exc:
+        raise CredentialError([str(exc)]) from None
+    injections = {name: _injection(svc, secrets) for name, svc in config.services.items()}
+    guarded = [s.reveal() for s in secrets.values()]
+    for inj in injections.values():
+        guarded.extend(inj.headers.values())
+    return Runtime(config, tokens, injections, Redactor(guarded), len(secrets))
+
+
+def _injection(service: Service, secrets: Mapping[str, Secret]) -> Injection:
+    auth = service.auth
+    if isinstance(auth, BearerAuth):
+        return Injection({"Authorization": "Bearer " + secrets[auth.credential].reveal()})
+    if isinstance(auth, HeaderAuth):
+        return Injection({auth.name: auth.prefix + secrets[auth.credential].reveal()})
+    if isinstance(auth, QueryAuth):
+        return Injection(query=(auth.name, quote(secrets[auth.credential].reveal(), safe="")))
+    pair = f"{_value(auth.username, secrets)}:{_value(auth.password, secrets)}"
+    assert isinstance(auth, BasicAuth)  # noqa: S101 - exhaustive over Auth
+    return Injection({"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()})
+
+
+def _value(value: Value, secrets: Mapping[str, Secret]) -> str:
+    return secrets[value.name].reveal() if isinstance(value, CredentialRef) else value
+
+
+class RuntimeHolder:
+    """The one mutable cell: the runtime new requests start on."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.current = runtime

@@ -1,0 +1,200 @@
+"""The one place Turret talks to upstreams: header rules, credential injection, limits, echo guard.
+
+The whole upstream response is read, within its size limit and the service timeout, before the
+agent gets a status line: so a response is either complete and redacted, or an error, never a
+truncated 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from turret.config import Service
+from turret.echo import Redactor
+from turret.errors import BadGateway, GatewayTimeout
+from turret.paths import CanonicalPath
+from turret.runtime import Injection
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Caller headers that never go upstream: credentials, routing, framing. Accept-Encoding is ours
+# to choose, so the response is always in an encoding we can decode and inspect.
+DROP_REQUEST = HOP_BY_HOP | {
+    "authorization",
+    "cookie",
+    "cookie2",
+    "host",
+    "forwarded",
+    "x-real-ip",
+    "content-length",
+    "accept-encoding",
+    "expect",
+    "x-request-id",
+}
+DROP_RESPONSE = HOP_BY_HOP | {
+    "set-cookie",
+    "set-cookie2",
+    "www-authenticate",
+    "content-length",
+    "content-encoding",
+}
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A checked request from an agent: raw query and headers, canonical path, whole body."""
+
+    method: str
+    path: CanonicalPath
+    query: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    redactions: int
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The pooled client: no proxy settings from the environment, no cookie jar shared by agents."""
+    return aiohttp.ClientSession(
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
+        auto_decompress=True,
+    )
+
+
+def _dropped(name: str, extra: Iterable[str]) -> bool:
+    lower = name.lower()
+    return lower.startswith(("proxy-", "x-forwarded-")) or lower in extra
+
+
+def request_headers(incoming: CIMultiDictProxy[str], injection: Injection) -> CIMultiDict[str]:
+    """The caller's headers minus every forbidden one, plus the injected credential."""
+    named = {t.strip().lower() for v in incoming.getall("Connection", []) for t in v.split(",")}
+    injected = {n.lower() for n in injection.headers}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        if not _dropped(name, DROP_REQUEST | named | injected):
+            out.add(name, value)
+    out.update(injection.headers)
+    return out
+
+
+def upstream_query(raw_query: str, injection: Injection) -> str:
+    """The query string to send: the caller's, minus any parameter named like the injected one."""
+    if injection.query is None:
+        return raw_query
+    name, value = injection.query
+    kept = [
+        p
+        for p in raw_query.split("&")
+        if p and unquote_plus(p.partition("=")[0]).lower() != name.lower()
+    ]
+    return "&".join([*kept, f"{name}={value}"])
+
+
+def response_headers(
+    incoming: CIMultiDictProxy[str], redactor: Redactor
+) -> tuple[CIMultiDict[str], int]:
+    """Upstream headers safe to return, redacted; and how many redactions were made."""
+    named = {t.strip().lower() for v in incoming.getall("Connection", []) for t in v.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    total = 0
+    for name, value in incoming.items():
+        if _dropped(name, DROP_RESPONSE | named):
+            continue
+        if name.lower() == "location":
+            clean, n = redactor.redact_text(_without_userinfo(value))
+        else:
+            clean, n = redactor.redact_text(value)
+        out.add(name, clean)
+        total += n
+    return out, total
+
+
+def _without_userinfo(location: str) -> str:
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        return ""
+    if "@" not in parts.netloc:
+        return location
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+async def forward(
+    session: aiohttp.ClientSession,
+    service: Service,
+    injection: Injection,
+    redactor: Redactor,
+    out: Outbound,
+) -> UpstreamResponse:
+    """Send `out` to `service` with its credential and read the whole response, or raise a
+    `RequestError`. The credential is added here, per request, never to the session."""
+    query = upstream_query(out.query, injection)
+    url = URL(service.url + out.path.encoded + (f"?{query}" if query else ""), encoded=True)
+    timeout = aiohttp.ClientTimeout(total=service.timeout)
+    try:
+        async with session.request(
+            out.method,
+            url,
+            headers=request_headers(out.headers, injection),
+            data=out.body or None,
+            allow_redirects=False,
+            timeout=timeout,
+            auto_decompress=True,
+        ) as resp:
+            data = await _read_limited(resp, service.max_response_bytes)
+            out_headers, n_headers = response_headers(resp.headers, redactor)
+            status = resp.status
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise GatewayTimeout(
+            f"service {service.name!r} did not answer within {service.timeout:g} s"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise BadGateway(
+            f"service {service.name!r} could not be reached or sent an invalid response",
+            reason=f"upstream failure: {type(exc).__name__}",
+        ) from None
+    clean, n_body = redactor.redact(data)
+    return UpstreamResponse(status, out_headers, clean, n_headers + n_body)
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    if (
+        resp.content_length is not None
+        and resp.content_length > limit
+        and not resp.headers.get("Content-Encoding")
+    ):
+        raise BadGateway("upstream response is larger than the service's max_response_bytes")
+    chunks: list[bytes] = []
+    size = 0
+    # Counted after decompression, so a small compressed body cannot expand past the limit.
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BadGateway("upstream response is larger than the service's max_response_bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,122 @@
+"""Strict YAML reading: plain data only, every value located by its line.
+
+The configuration is a public interface that may be written by hand or rendered by Nix, so the
+reader refuses what YAML allows but a config never needs: tags (`!!python/...`, `!!binary`,
+`!custom`), anchors and aliases (which also defeat "billion laughs" expansion), duplicate keys
+and non-string keys. It does no I/O: it reads a string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from turret.errors import ConfigIssue
+
+# Data produced by `read_yaml`: str, int, float, bool, None, list and dict (str keys) only.
+Data = Any
+
+
+@dataclass
+class Document:
+    """Plain data read from YAML, with the line of every node keyed by its dotted path."""
+
+    data: Data
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, path: str) -> int | None:
+        """The line of `path`, or of its nearest located parent."""
+        while True:
+            if path in self.lines:
+                return self.lines[path]
+            if not path:
+                return None
+            path = path.rpartition(".")[0]
+
+
+def join(path: str, key: str | int) -> str:
+    """Extend a dotted key path; list positions are written as `[N]`."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+class _Error(Exception):
+    def __init__(self, issue: ConfigIssue) -> None:
+        super().__init__(issue.message)
+        self.issue = issue
+
+
+def read_yaml(text: str) -> Document:
+    """Parse `text` strictly; raise `YamlError` naming every problem and its line."""
+    try:
+        _refuse_tags_and_aliases(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except _Error as exc:
+        raise YamlError([exc.issue]) from None
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise YamlError([ConfigIssue("", line, f"not valid YAML: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise YamlError([ConfigIssue("", None, f"not valid YAML: {exc}")]) from None
+    doc = Document(data=None)
+    if node is None:
+        return doc
+    issues: list[ConfigIssue] = []
+    doc.data = _convert(node, "", doc, issues, yaml.SafeLoader(""))
+    if issues:
+        raise YamlError(issues)
+    return doc
+
+
+class YamlError(Exception):
+    """The text is not acceptable YAML; `issues` says where and why."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        super().__init__("\n".join(str(i) for i in issues))
+        self.issues = issues
+
+
+def _refuse_tags_and_aliases(text: str) -> None:
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        kind = {
+            yaml.TagToken: "YAML tags are not allowed",
+            yaml.AnchorToken: "YAML anchors are not allowed",
+            yaml.AliasToken: "YAML aliases are not allowed",
+        }.get(type(token))
+        if kind:
+            raise _Error(ConfigIssue("", token.start_mark.line + 1, kind))
+
+
+def _convert(
+    node: yaml.Node, path: str, doc: Document, issues: list[ConfigIssue], loader: yaml.SafeLoader
+) -> Data:
+    doc.lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Data] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            key = _scalar(key_node, loader)
+            if not isinstance(key, str):
+                issues.append(ConfigIssue(path, line, f"key {key!r} must be a string"))
+                continue
+            child = join(path, key)
+            if key in out:
+                issues.append(ConfigIssue(child, line, "duplicate key"))
+                continue
+            out[key] = _convert(value_node, child, doc, issues, loader)
+            doc.lines[child] = line
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _convert(item, join(path, i), doc, issues, loader) for i, item in enumerate(node.value)
+        ]
+    return _scalar(node, loader)
+
+
+def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Data:
+    if not isinstance(node, yaml.ScalarNode):
+        return node  # a collection used as a key; reported by the caller as not a string
+    return loader.construct_object(node, deep=True)
