@@ -5,8 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libsystemd-dev pkg-config
+# Only `make bench` needs these: the load generator, the peer proxy, and socket activation.
+BENCH_APT_PACKAGES := wrk nginx systemd
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint check sysdeps setup clean
+.PHONY: run test lint check sysdeps setup clean bench
 
 run: setup
 	$(PY) -m turret.demo
@@ -17,6 +20,16 @@ test: setup
 	$(PY) -m pytest
 
 setup: $(STAMP)
+
+# Turret against a direct call, nginx and a minimal aiohttp proxy, on loopback: a few minutes.
+# Prints a table; writes bench/RESULTS.md, bench/latency.png and the figures in README.md.
+bench: $(BENCH_STAMP)
+	@$(MAKE) --no-print-directory sysdeps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
+	$(PY) -m bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 # systemd-python compiles against libsystemd; install it from apt when we can (root) and it is absent.
 sysdeps:

@@ -1,0 +1,169 @@
+"""`python -m bench`: run every scenario and extra measurement, print and write the results.
+
+The full run (`make bench`) takes a few minutes and updates bench/RESULTS.md, bench/latency.png
+and the figures in README.md. `--smoke` runs a tiny subset in seconds and writes only under
+`--out`; the test suite uses it to check that the harness works and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+
+from bench import report
+from bench.extras import ReloadPlan, cold_start, policy_scale, reload_under_load
+from bench.procs import Procs
+from bench.scenarios import SCENARIOS, Settings, run_scenario
+from bench.servers import Workdir, start_upstream
+
+HERE = Path(__file__).parent
+FULL = Settings()
+SMOKE = Settings(
+    warmup_s=0, saturation_s=1, rate=200, rate_s=0.5, held_connections=20, connections=16
+)
+SMOKE_SCENARIOS = ("direct", "turret-proxy", "turret-capability")
+TOOLS = ("wrk", "nginx", "systemd-socket-activate")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--smoke", action="store_true", help="a tiny, fast subset; writes only --out")
+    p.add_argument("--out", default=str(HERE / "out"), help="work files, logs, results.json")
+    p.add_argument("--only", help="comma-separated scenario names (default: all)")
+    p.add_argument("--cold-runs", type=int, help="cold starts to time (default 7; smoke 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 when it ran to the end (targets missed or not), else 1."""
+    args = _parser().parse_args(argv)
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        print(f"bench: missing {', '.join(missing)}: run `make bench`", file=sys.stderr)
+        return 1
+    settings = SMOKE if args.smoke else FULL
+    names = args.only.split(",") if args.only else SMOKE_SCENARIOS if args.smoke else None
+    scenarios = [s for s in SCENARIOS if names is None or s.name in names]
+    out = Path(args.out)
+    shutil.rmtree(out / "work", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pids").unlink(missing_ok=True)
+    work = Workdir.create(out / "work")
+    _raise_fd_limit()
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    results: report.Results = {
+        "mode": "smoke" if args.smoke else "full",
+        "when": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": report.machine(),
+        "versions": report.versions(),
+        "settings": asdict(settings),
+    }
+    latencies: dict[str, list[float]] = {}
+    with Procs(work.logs, out / "pids") as procs:
+        upstream = start_upstream(procs, work)
+        rows = []
+        for scenario in scenarios:
+            _say(f"{scenario.label}: measuring")
+            outcome = run_scenario(procs, work, upstream, scenario, settings)
+            rows.append(report.scenario_figures(outcome))
+            _say(f"{scenario.label}: {_one_line(rows[-1])}")
+            if outcome.rate is not None:
+                latencies[scenario.label] = outcome.rate.latencies_ms
+        results["scenarios"] = rows
+        cold_runs = args.cold_runs if args.cold_runs is not None else 1 if args.smoke else 7
+        _say(f"cold start: {cold_runs} runs")
+        cold = cold_start(procs, work, upstream, cold_runs)
+        _say("reload under load")
+        plan = ReloadPlan(sighups=2, interval=0.25) if args.smoke else ReloadPlan()
+        reload = reload_under_load(procs, work, upstream, plan)
+    _say("policy scale")
+    policy = policy_scale((10,) if args.smoke else (10, 1_000, 10_000))
+    results["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results["elapsed_s"] = time.monotonic() - started
+    results["canary_leaks"] = _canary_leaks(work)
+    report.summarise(results, cold, reload, policy)
+    _write(results, latencies, out, publish=not args.smoke)
+    return 0
+
+
+def _write(
+    results: report.Results, latencies: dict[str, list[float]], out: Path, *, publish: bool
+) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n" + report.markdown(results) + "\n", flush=True)
+    plot = HERE / "latency.png" if publish else out / "latency.png"
+    rps = {r["label"]: r["saturation"]["rps"] for r in results["scenarios"] if "saturation" in r}
+    try:
+        from bench.plot import write_plot  # noqa: PLC0415 - needs matplotlib (the bench extra)
+
+        write_plot(plot, latencies, rps, results)
+        _say(f"plot written to {plot}")
+    except ImportError:
+        _say("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    target = HERE / "RESULTS.md" if publish else out / "RESULTS.md"
+    if not report.replace_block(target, report.markdown(results)):
+        target.write_text(
+            f"# Benchmark results\n\n{report.BEGIN}\n{report.markdown(results)}\n{report.END}\n"
+        )
+    _say(f"results written to {target}")
+    if publish and report.replace_block(
+        HERE.parent / "README.md",
+        report.summary_line(results),
+        report.SUMMARY_BEGIN,
+        report.SUMMARY_END,
+    ):
+        _say("README.md figures updated")
+
+
+def _canary_leaks(work: Workdir) -> list[str]:
+    """Files among logs and audit records that contain a canary credential value."""
+    files = [*work.logs.iterdir(), work.audit_file]
+    return [
+        f.name
+        for f in files
+        if f.is_file() and any(c.encode() in f.read_bytes() for c in work.canaries)
+    ]
+
+
+def _one_line(row: report.Results) -> str:
+    if row["unavailable"]:
+        return f"not yet available ({row['unavailable']})"
+    sat, rate = row["saturation"], row["rate"]
+    return (
+        f"{sat['rps']:,.0f} rps at saturation ({sat['failed']} failed); at the fixed rate "
+        f"p50 {rate['p50_ms']:.2f} ms, p99 {rate['p99_ms']:.2f} ms ({rate['failed']} failed)"
+    )
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", flush=True)
+
+
+def _raise_fd_limit() -> None:
+    """Room for the held connections, in the harness and in the servers it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process it started has been stopped", file=sys.stderr)
+        sys.exit(130)

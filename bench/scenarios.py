@@ -1,0 +1,205 @@
+"""The scenario table: what is measured, through which server, with which requests.
+
+Adding a scenario is adding one `Scenario` to `SCENARIOS` (and, for a new kind of server, one
+entry to `STARTERS`). A scenario whose server refuses to start or lacks its `requires` endpoint
+is reported as "not yet available" instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.loadgen import (
+    Call,
+    Connection,
+    RateResult,
+    SaturationResult,
+    held_connections,
+    open_loop,
+    raw_request,
+    run_wrk,
+    write_wrk_script,
+)
+from bench.procs import ExitedEarly, Procs, rss_kib
+from bench.servers import (
+    PROXY_PREFIX,
+    SERVICE,
+    Server,
+    Workdir,
+    start_baseline,
+    start_nginx_proxy,
+    start_turret,
+)
+
+NEW_ITEM = json.dumps({"name": "new item", "tags": ["x"] * 8, "note": "n" * 400}).encode()
+# The same mix of reads and writes reaches the upstream in every scenario.
+UPSTREAM_MIX = (
+    Call("GET", "/api/items/42"),
+    Call("GET", "/api/items?state=open&limit=20"),
+    Call("POST", "/api/items", NEW_ITEM),
+    Call("GET", "/api/items/7"),
+)
+
+
+def proxied(mix: tuple[Call, ...]) -> tuple[Call, ...]:
+    """`mix` as an agent sends it through a proxy: under /v1/proxy/SERVICE."""
+    return tuple(Call(c.method, PROXY_PREFIX + c.path, c.body) for c in mix)
+
+
+CAPABILITY_MIX = (Call("POST", f"/v1/capabilities/{SERVICE}.get_item", b'{"id": 42}'),)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One column of the comparison."""
+
+    name: str
+    label: str
+    server: str  # a key of STARTERS, or "upstream" for the upstream itself
+    calls: tuple[Call, ...]
+    credential: str  # "agent": the agent's Turret token; "upstream": the upstream's own secret
+    requires: str | None = None  # an endpoint that must exist (GET, not 404) for the scenario
+
+
+SCENARIOS = (
+    Scenario("direct", "direct", "upstream", UPSTREAM_MIX, "upstream"),
+    Scenario("nginx", "nginx", "nginx", proxied(UPSTREAM_MIX), "agent"),
+    Scenario("baseline", "aiohttp baseline", "baseline", proxied(UPSTREAM_MIX), "agent"),
+    Scenario("turret-proxy", "Turret proxy", "turret", proxied(UPSTREAM_MIX), "agent"),
+    Scenario(
+        "turret-capability",
+        "Turret capability",
+        "turret-capability",
+        CAPABILITY_MIX,
+        "agent",
+        requires="/v1/capabilities",
+    ),
+)
+
+Starter = Callable[[Procs, Workdir, Server], Server]
+STARTERS: dict[str, Starter] = {
+    "nginx": start_nginx_proxy,
+    "baseline": start_baseline,
+    "turret": start_turret,
+    "turret-capability": lambda p, w, u: start_turret(p, w, u, capabilities=True),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how hard to measure."""
+
+    warmup_s: int = 1  # wrk takes whole seconds
+    saturation_s: int = 5
+    connections: int = 64
+    rate: float = 500.0
+    rate_s: float = 10.0
+    held_connections: int = 1000
+
+
+@dataclass
+class Outcome:
+    """The figures of one scenario, or why it could not run."""
+
+    scenario: Scenario
+    unavailable: str | None = None
+    saturation: SaturationResult | None = None
+    rate: RateResult | None = None
+    rss_idle_kib: int | None = None
+    rss_held_kib: int | None = None
+    held_ok: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Unavailable(Exception):
+    """The scenario cannot run against this build (a feature not there yet)."""
+
+
+def authorization(work: Workdir, scenario: Scenario) -> str:
+    """The Authorization header value the client sends in `scenario`."""
+    token = work.agent_token if scenario.credential == "agent" else work.upstream_secret
+    return f"Bearer {token}"
+
+
+def run_scenario(
+    procs: Procs, work: Workdir, upstream: Server, scenario: Scenario, settings: Settings
+) -> Outcome:
+    """Start the scenario's server, measure it, stop it."""
+    outcome = Outcome(scenario)
+    try:
+        server = _start(procs, work, upstream, scenario)
+    except Unavailable as exc:
+        outcome.unavailable = str(exc)
+        return outcome
+    try:
+        _measure(procs, work, server, settings, outcome)
+    finally:
+        if server is not upstream:
+            procs.stop(server.proc)
+    return outcome
+
+
+def _start(procs: Procs, work: Workdir, upstream: Server, scenario: Scenario) -> Server:
+    if scenario.server == "upstream":
+        return upstream
+    try:
+        server = STARTERS[scenario.server](procs, work, upstream)
+    except ExitedEarly as exc:
+        if scenario.requires is None:
+            raise
+        raise Unavailable(f"server {exc}") from None
+    if scenario.requires is not None:
+        request = raw_request(
+            Call("GET", scenario.requires), server.port, authorization(work, scenario)
+        )
+        status = asyncio.run(_status_of(server.port, request))
+        if status in (404, 405):
+            procs.stop(server.proc)
+            raise Unavailable(f"GET {scenario.requires} answered {status}")
+    return server
+
+
+async def _status_of(port: int, request: bytes) -> int:
+    conn = await Connection.open(port)
+    try:
+        status, _, _ = await conn.exchange(request)
+    finally:
+        conn.close()
+    return status
+
+
+def _measure(
+    procs: Procs,
+    work: Workdir,
+    server: Server,
+    settings: Settings,
+    outcome: Outcome,
+) -> None:
+    scenario = outcome.scenario
+    auth = authorization(work, scenario)
+    requests = [raw_request(c, server.port, auth) for c in scenario.calls]
+    first = asyncio.run(_status_of(server.port, requests[0]))
+    if not 200 <= first < 300:
+        raise RuntimeError(f"{scenario.name}: first request answered {first}; see {work.logs}")
+    outcome.rss_idle_kib = rss_kib(server.pid)
+    script = write_wrk_script(work.root / f"wrk-{scenario.name}.lua", scenario.calls, auth)
+    if settings.warmup_s > 0:
+        run_wrk(procs, server.port, script, settings.warmup_s, settings.connections)
+    canaries = [c.encode() for c in work.canaries]
+    outcome.rate = asyncio.run(
+        open_loop(server.port, requests, settings.rate, settings.rate_s, canaries=canaries)
+    )
+    outcome.saturation = run_wrk(
+        procs, server.port, script, settings.saturation_s, settings.connections
+    )
+    outcome.held_ok, outcome.rss_held_kib = asyncio.run(
+        _rss_with_connections(server, requests[0], settings.held_connections)
+    )
+
+
+async def _rss_with_connections(server: Server, request: bytes, count: int) -> tuple[int, int]:
+    async with held_connections(server.port, request, count) as ok:
+        return ok, rss_kib(server.pid)
