@@ -110,7 +110,7 @@ def start_upstream(procs: Procs, work: Workdir) -> Server:
         "nginx-upstream.conf",
         work.root / "nginx-upstream.conf",
         {
-            "DIR": work.root,
+            "DIR": str(work.root),
             "PORT": port,
             "UPSTREAM_SECRET": work.upstream_secret,
             "BODY": json.dumps(ITEM, separators=(",", ":")),
@@ -126,7 +126,7 @@ def start_nginx_proxy(procs: Procs, work: Workdir, upstream: Server) -> Server:
         "nginx-proxy.conf",
         work.root / "nginx-proxy.conf",
         {
-            "DIR": work.root,
+            "DIR": str(work.root),
             "PORT": port,
             "UPSTREAM_PORT": upstream.port,
             "AGENT_TOKEN": work.agent_token,
