@@ -1,8 +1,9 @@
 """`python -m bench`: run every scenario and extra measurement, print and write the results.
 
 The full run (`make bench`) takes a few minutes and updates bench/RESULTS.md, bench/latency.png
-and the figures in README.md. `--smoke` runs a tiny subset in seconds and writes only under
-`--out`; the test suite uses it to check that the harness works and leaves no process behind.
+and the figures in README.md. `--smoke` runs a tiny subset in seconds; it and `--only` write only
+under `--out`. The test suite uses `--smoke` to check that the harness works and leaves no process
+behind. `--profile` adds py-spy flame graphs of the Python servers at saturation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="a tiny, fast subset; writes only --out")
     p.add_argument("--out", default=str(HERE / "out"), help="work files, logs, results.json")
     p.add_argument("--only", help="comma-separated scenario names (default: all)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record Turret and the baseline with py-spy at saturation (flame graphs in --out)",
+    )
     p.add_argument("--cold-runs", type=int, help="cold starts to time (default 7; smoke 1)")
     return p
 
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: missing {', '.join(missing)}: run `make bench`", file=sys.stderr)
         return 1
     settings = SMOKE if args.smoke else FULL
+    if args.profile:
+        settings = replace(settings, profile_dir=Path(args.out).resolve())
     names = args.only.split(",") if args.only else SMOKE_SCENARIOS if args.smoke else None
     scenarios = [s for s in SCENARIOS if names is None or s.name in names]
     out = Path(args.out)
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": report.machine(),
         "versions": report.versions(),
-        "settings": asdict(settings),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "profile_dir"},
     }
     latencies: dict[str, list[float]] = {}
     with Procs(work.logs, out / "pids") as procs:
@@ -77,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             outcome = run_scenario(procs, work, upstream, scenario, settings)
             rows.append(report.scenario_figures(outcome))
             _say(f"{scenario.label}: {_one_line(rows[-1])}")
+            for note in outcome.notes:
+                _say(f"{scenario.label}: {note}")
             if outcome.rate is not None:
                 latencies[scenario.label] = outcome.rate.latencies_ms
         results["scenarios"] = rows
@@ -92,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = time.monotonic() - started
     results["canary_leaks"] = _canary_leaks(work)
     report.summarise(results, cold, reload, policy)
-    _write(results, latencies, out, publish=not args.smoke)
+    # Only a complete run updates the published results; a partial one writes under --out.
+    _write(results, latencies, out, publish=not args.smoke and not args.only)
     return 0
 
 

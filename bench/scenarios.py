@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.loadgen import (
     Call,
@@ -98,6 +101,7 @@ class Settings:
     rate: float = 500.0
     rate_s: float = 10.0
     held_connections: int = 1000
+    profile_dir: Path | None = None  # if set, py-spy records Python servers at saturation
 
 
 @dataclass
@@ -192,12 +196,29 @@ def _measure(
     outcome.rate = asyncio.run(
         open_loop(server.port, requests, settings.rate, settings.rate_s, canaries=canaries)
     )
+    profiler, flame_graph = _profiler(procs, server, scenario, settings)
     outcome.saturation = run_wrk(
         procs, server.port, script, settings.saturation_s, settings.connections
     )
+    if profiler is not None:
+        profiler.wait(settings.saturation_s + 30)
+        outcome.notes.append(f"profile: {flame_graph}")
     outcome.held_ok, outcome.rss_held_kib = asyncio.run(
         _rss_with_connections(server, requests[0], settings.held_connections)
     )
+
+
+def _profiler(
+    procs: Procs, server: Server, scenario: Scenario, settings: Settings
+) -> tuple[subprocess.Popen[bytes] | None, Path | None]:
+    """py-spy sampling a Python server (not nginx) for the saturation run, as a flame graph."""
+    if settings.profile_dir is None or scenario.server in ("upstream", "nginx"):
+        return None, None
+    if shutil.which("py-spy") is None:
+        raise RuntimeError("--profile needs py-spy: pip install -e '.[bench]'")
+    svg = settings.profile_dir / f"profile-{scenario.name}.svg"
+    argv = ["py-spy", "record", "--nonblocking", "-r", "250", "-d", str(settings.saturation_s)]
+    return procs.start("py-spy", [*argv, "-p", str(server.pid), "-o", str(svg)]), svg
 
 
 async def _rss_with_connections(server: Server, request: bytes, count: int) -> tuple[int, int]:
