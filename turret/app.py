@@ -59,7 +59,9 @@ def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
     app[STATS] = Stats()
     app.cleanup_ctx.append(_client_session)
     app.router.add_get("/v1/whoami", handle_whoami)
-    app.router.add_route("*", PROXY_PREFIX + "{service}/{path:.*}", handle_proxy)
+    # Everything under the prefix reaches the handler, which reads the raw target itself: the
+    # router sees a decoded path, and what it decoded must not decide anything.
+    app.router.add_route("*", PROXY_PREFIX + r"{tail:[\s\S]*}", handle_proxy)
     return app
 
 
