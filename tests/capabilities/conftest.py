@@ -97,6 +97,9 @@ agents:
       - qbit.*
     deny:
       - name: qbit.add_torrent
+      - {{service: qbit, methods: [GET], paths: ["/api/v2/app/preferences"]}}
+    proxy:
+      - {{service: qbit, methods: [GET], paths: ["/api/v2/torrents/info", "/api/v2/app/*"]}}
   ops/alice:
     token_sha256: {digests["ops/alice"]}
   rollout:
@@ -162,7 +165,7 @@ class CapGateway:
 
 
 async def make_capability_gateway(
-    tmp_path: Path, *, extra: str = "", sid_cookie: str = "SID"
+    tmp_path: Path, *, extra: str = "", sid_cookie: str = "SID", audit_path: Path | None = None
 ) -> tuple[CapGateway, list[TestServer]]:
     """The gateway and the fake servers it talks to (the caller closes both)."""
     canaries = {name: f"CANARY-{name}-{secrets.token_hex(12)}" for name in CREDENTIALS}
@@ -177,7 +180,7 @@ async def make_capability_gateway(
     urls = {kind: str(s.make_url("")).rstrip("/") for kind, s in servers.items()}
     tokens = {agent: new_token() for agent in AGENTS}
     config = load_config(capability_config(urls, tokens, extra))
-    audit_path = tmp_path / "audit.jsonl"
+    audit_path = audit_path or tmp_path / "audit.jsonl"
     app = create_app(
         RuntimeHolder(build_runtime(config, str(creds))),
         Auditor(LineSink.open(str(audit_path))),

@@ -182,10 +182,17 @@ def qbittorrent_app(state: FakeState) -> web.Application:
         found = [t for t in state.torrents if category is None or t["category"] == category]
         return web.json_response(found)
 
+    async def cookie(request: web.Request) -> web.StreamResponse:
+        """Not in qBittorrent: a debug page quoting the request's cookie, to test the guard."""
+        if not logged_in(request):
+            return web.Response(status=403, text="Forbidden")
+        return web.Response(text=f"you sent: {request.headers['Cookie']}")
+
     return _app(
         "qbittorrent",
         state,
         [
+            ("GET", "/api/v2/app/cookie", cookie),
             ("POST", "/api/v2/auth/login", login),
             ("POST", "/api/v2/torrents/add", add),
             ("GET", "/api/v2/torrents/info", info),
