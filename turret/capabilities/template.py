@@ -112,10 +112,10 @@ def template_problems(capability: Capability) -> list[tuple[str, str]]:
                 continue
             if param is None:
                 problems.append((where, f"{{{name}}} names no parameter"))
-            elif text != m[0] and not _always_set(param):
-                problems.append((where, f"optional {{{name}}} must be the whole value"))
             elif place == "path" and not _always_set(param):
                 problems.append((where, f"{{{name}}} in the path must be a required parameter"))
+            elif text != m[0] and not _always_set(param):
+                problems.append((where, f"optional {{{name}}} must be the whole value"))
     problems += _path_problems(capability.request.path, params)
     problems += _name_problems(capability)
     for name, places in placements(capability).items():
