@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 LIB_VARIABLE = "TURRET_NIXPKGS_LIB"
@@ -119,8 +121,7 @@ def _value(value: Any) -> str:
 def _section(name: str, entries: list[tuple[str, Any]]) -> str:
     lines = [f"[{name}]"]
     for key, value in entries:
-        for item in value if isinstance(value, list) else [value]:
-            lines.append(f"{key}={_value(item)}")
+        lines.extend(f"{key}={_value(v)}" for v in (value if isinstance(value, list) else [value]))
     return "\n".join(lines) + "\n"
 
 
@@ -138,8 +139,10 @@ def _unit_section(unit: dict[str, Any]) -> str:
 def render_service(unit: dict[str, Any]) -> str:
     """A `systemd.services.<name>` value as a .service file."""
     env = [("Environment", f"{k}={v}") for k, v in sorted(unit["environment"].items()) if v]
-    return _unit_section(unit) + "\n" + _section(
-        "Service", env + sorted(unit["serviceConfig"].items())
+    return (
+        _unit_section(unit)
+        + "\n"
+        + _section("Service", env + sorted(unit["serviceConfig"].items()))
     )
 
 
@@ -147,9 +150,31 @@ def render_socket(unit: dict[str, Any]) -> str:
     """A `systemd.sockets.<name>` value as a .socket file."""
     listen = [("ListenStream", s) for s in unit["listenStreams"]]
     listen += [("ListenDatagram", s) for s in unit["listenDatagrams"]]
-    return _unit_section(unit) + "\n" + _section(
-        "Socket", listen + sorted(unit["socketConfig"].items())
+    return (
+        _unit_section(unit)
+        + "\n"
+        + _section("Socket", listen + sorted(unit["socketConfig"].items()))
     )
+
+
+def run_config_build(
+    build: dict[str, Any], tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the module's build-time check the way the runCommand builder would."""
+    unchecked = tmp_path / "turret-unchecked.yaml"
+    # formats.yaml turns the JSON into YAML with remarshal; plain data reads back the same.
+    unchecked.write_text(yaml.safe_dump(json.loads(build["unchecked"]["value"])))
+    out = tmp_path / "turret.yaml"
+    path = ":".join([*(f"{p}/bin" for p in build["nativeBuildInputs"]), "/usr/bin", "/bin"])
+    result = subprocess.run(  # noqa: S603 - the module's own build script, run as its builder would
+        ["bash", "-euo", "pipefail", "-c", build["buildCommand"]],  # noqa: S607 - bash from PATH
+        env={"PATH": path, "unchecked": str(unchecked), "out": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result, out
 
 
 def exposure(output: str) -> float:

@@ -183,6 +183,7 @@ in
       type = types.attrsOf (types.submodule { options = socketOptions; });
       default = { };
     };
+    sops.defaultSopsFile = mkOption { type = types.path; };
     sops.secrets = mkOption {
       type = types.attrsOf (types.submodule sopsSecret);
       default = { };

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from nixtools import (
     exposure,
     render_service,
     render_socket,
+    run_config_build,
     unit_hardening,
 )
 
@@ -69,26 +71,6 @@ def host(settings: str = SETTINGS, credentials: str = CREDENTIALS, extra: str = 
 
 def rendered_config(system: dict[str, Any]) -> Any:
     return json.loads(system["configBuild"]["unchecked"]["value"])
-
-
-def run_config_build(
-    build: dict[str, Any], tmp_path: Path
-) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run the module's build-time check the way the runCommand builder would."""
-    unchecked = tmp_path / "turret-unchecked.yaml"
-    # formats.yaml turns the JSON into YAML with remarshal; plain data reads back the same.
-    unchecked.write_text(yaml.safe_dump(json.loads(build["unchecked"]["value"])))
-    out = tmp_path / "turret.yaml"
-    path = ":".join([*(f"{p}/bin" for p in build["nativeBuildInputs"]), "/usr/bin", "/bin"])
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", build["buildCommand"]],  # noqa: S607 - bash from PATH
-        env={"PATH": path, "unchecked": str(unchecked), "out": str(out)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return result, out
 
 
 def failed_assertions(evaluate: ModuleEval, source: str) -> list[str]:
@@ -147,7 +129,11 @@ def test_module_renders_settings_to_the_config(evaluate: ModuleEval) -> None:
 def test_module_passes_unknown_keys_through(evaluate: ModuleEval) -> None:
     settings = """{
     rate_limits.default = { requests = 10; per_seconds = 60; };
-    services.forge = { url = "https://git.example.com"; auth.bearer = "gitea-token"; kind = "forgejo"; };
+    services.forge = {
+      url = "https://git.example.com";
+      auth.bearer = "gitea-token";
+      kind = "forgejo";
+    };
     agents.alice = {
       token_credential = "alice-token";
       capabilities = [ "issues.read" ];
@@ -211,9 +197,7 @@ def test_module_accepts_a_valid_host_without_warnings(evaluate: ModuleEval) -> N
 def test_module_rejects_a_credential_in_the_store(
     evaluate: ModuleEval, value: str, expected: str
 ) -> None:
-    credentials = CREDENTIALS.replace(
-        'config.sops.secrets."turret/gitea-token".path', value
-    )
+    credentials = CREDENTIALS.replace('config.sops.secrets."turret/gitea-token".path', value)
     messages = failed_assertions(evaluate, host(credentials=credentials))
     assert len(messages) == 1, messages
     assert messages[0].startswith("services.turret.credentials.gitea-token ")
@@ -364,3 +348,26 @@ def test_module_units_verify_and_score_as_well_as_the_unit_file(
 
     nixos, reference = score(service), score(REPO / "systemd" / "turret.service")
     assert nixos <= reference, f"NixOS unit scores {nixos}, systemd/turret.service {reference}"
+
+
+def readme_host() -> str:
+    """The `configuration.nix` example of the README's NixOS section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("\n## NixOS") :]
+    found = re.search(r"`configuration\.nix`:\n\n```nix\n(.*?)```", section, re.DOTALL)
+    assert found is not None, "README: no configuration.nix example under ## NixOS"
+    return found.group(1)
+
+
+def test_readme_example_host_evaluates_and_builds(evaluate: ModuleEval, tmp_path: Path) -> None:
+    source = readme_host()
+    assert evaluate("host.checks", source) == {"failedAssertions": [], "warnings": []}
+    system = evaluate("host.system", source)
+    assert system["services"]["turret"]["serviceConfig"]["LoadCredential"] == [
+        "claude-token:/run/secrets/turret/claude-token",
+        "gitea-token:/run/secrets/turret/gitea-token",
+    ]
+    assert system["sopsSecrets"]["turret/gitea-token"]["restartUnits"] == ["turret.service"]
+    assert system["users"]["claude"]["extraGroups"] == ["turret-agents"]
+    result, _ = run_config_build(system["configBuild"], tmp_path)
+    assert result.returncode == 0, result.stderr
