@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nixtools import HERE, LIB_VARIABLE, ModuleEval, nix_eval_json
+
+from tests.nix.nixtools import HERE, LIB_VARIABLE, ModuleEval, nix_eval_json
 
 
 @pytest.fixture(scope="session")

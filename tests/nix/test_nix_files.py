@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from nixtools import REPO, nix_eval_json, nix_instantiate, nix_string
+
+from tests.nix.nixtools import REPO, nix_eval_json, nix_instantiate, nix_string
 
 SYSTEMS = ["aarch64-linux", "x86_64-linux"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from nixtools import REPO, NixError, nix_eval_json, unit_hardening
+
+from tests.nix.nixtools import REPO, NixError, nix_eval_json, unit_hardening
 
 EXPR = """{ nixpkgsLib, text }:
 let

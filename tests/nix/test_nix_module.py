@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from nixtools import (
+
+from tests.nix.nixtools import (
     REPO,
     ModuleEval,
     exposure,

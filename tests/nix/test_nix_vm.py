@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nixtools import ModuleEval, run_config_build
+
+from tests.nix.nixtools import ModuleEval, run_config_build
 
 
 @pytest.fixture
