@@ -97,10 +97,10 @@ pkgs.testers.runNixOSTest {
     GITEA_ROTATED = "canary-gitea-rotated-b24d"
     ALICE = "turret_canary-alice-8e61d0"
     SOCK = "/run/turret/agents.sock"
-    responses = []
+    responses: list[str] = []
 
 
-    def request(path, user="alice", token=ALICE):
+    def request(path: str, user: str = "alice", token: str = ALICE) -> tuple[int, str]:
         """GET through the agents' socket as `user`; returns (status, body)."""
         out = machine.succeed(
             f"runuser -u {user} -- curl -sS --unix-socket {SOCK} "
@@ -111,18 +111,18 @@ pkgs.testers.runNixOSTest {
         return int(status), body
 
 
-    def journal_records(*matches):
+    def journal_records(*matches: str) -> list[dict[str, str]]:
         out = machine.succeed(
             "journalctl -o json --no-pager _SYSTEMD_UNIT=turret.service " + " ".join(matches)
         )
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-    def main_pid():
+    def main_pid() -> str:
         return machine.succeed("systemctl show -P MainPID turret.service").strip()
 
 
-    def write_secret(name, value):
+    def write_secret(name: str, value: str) -> None:
         machine.succeed(
             f"(umask 077 && printf %s '{value}' > /run/secrets/turret/{name}.new)",
             f"mv /run/secrets/turret/{name}.new /run/secrets/turret/{name}",
