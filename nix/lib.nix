@@ -37,7 +37,8 @@ let
 
   isComment = l: hasPrefix "#" l || hasPrefix ";" l;
   isSectionHeader = l: builtins.match "[[][-A-Za-z0-9 _]+[]]" l != null;
-  isHardeningMarker = l: builtins.match "#[[:space:]]*[Hh]ardening([^A-Za-z].*)?" l != null;
+  # "# Hardening", "## Hardening: ...", "# --- Hardening ---" all mark the block.
+  isHardeningMarker = l: builtins.match "#[^A-Za-z]*[Hh]ardening([^A-Za-z].*)?" l != null;
   continues = l: !(isComment l) && hasSuffix "\\" l;
 
   # Logical lines of a unit file, trimmed, with backslash continuations joined the way systemd
@@ -140,7 +141,8 @@ rec {
   parseHardening =
     source: text:
     let
-      grouped = groupDirectives (map (parseDirective source) (hardeningLines source (logicalLines text)));
+      directives = map (parseDirective source) (hardeningLines source (logicalLines text));
+      grouped = groupDirectives directives;
     in
     mapAttrs (_: values: if length values == 1 then head values else values) grouped;
 
@@ -215,16 +217,15 @@ rec {
     );
 
   /** The `ListenStream=` value for a Turret `listen:` entry (`unix:/path` or `host:port`). */
-  listenStream = address: if hasPrefix "unix:" address then substring 5 (stringLength address) address else address;
+  listenStream =
+    address:
+    if hasPrefix "unix:" address then substring 5 (stringLength address) address else address;
 
   /** True if a `listen:` entry is a unix socket or a TCP address on loopback. */
   isLocalListen =
     address:
     hasPrefix "unix:" address
     || builtins.match "(127[.][0-9.]+|localhost|[[]::1[]]):[0-9]+" address != null;
-
-  /** Quote a credential name for messages the way `showOption` quotes attribute names. */
-  showName = name: if builtins.match "[A-Za-z_][A-Za-z0-9_'-]*" name != null then name else ''"${name}"'';
 
   /** A list of names for a message. */
   showNames = names: if names == [ ] then "(none)" else concatStringsSep ", " names;

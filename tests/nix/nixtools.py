@@ -85,7 +85,7 @@ def unit_hardening(text: str) -> dict[str, list[str]]:
             pending = line[:-1].rstrip()
         else:
             lines.append(line)
-    start = next(i for i, line in enumerate(lines) if re.match(r"#\s*[Hh]ardening\b", line))
+    start = next(i for i, line in enumerate(lines) if re.match(r"#[^A-Za-z]*[Hh]ardening\b", line))
     directives: dict[str, list[str]] = {}
     for line in lines[start + 1 :]:
         if line.startswith("["):
