@@ -61,7 +61,8 @@ WantedBy=multi-user.target
 
 def test_hardening_block_may_end_the_file(nix: str, nixpkgs_lib: str) -> None:
     text = (
-        "[Service]\n# Hardening\nNoNewPrivileges=yes\nSystemCallFilter=\nSystemCallFilter=@basic-io"
+        "[Service]\n# --- Hardening ---\nNoNewPrivileges=yes\n"
+        "SystemCallFilter=\nSystemCallFilter=@basic-io"
     )
     assert parse(nix, nixpkgs_lib, text) == {
         "NoNewPrivileges": "yes",
