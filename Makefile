@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libsystemd-dev pkg-config
+APT_PACKAGES := libsystemd-dev pkg-config nix-bin
 
 .PHONY: run test lint check sysdeps setup clean
 
@@ -12,13 +12,14 @@ run: setup
 	$(PY) -m turret.demo
 
 test: setup
-	$(PY) -m ruff check turret tests bench
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 setup: $(STAMP)
 
-# systemd-python compiles against libsystemd; install it from apt when we can (root) and it is absent.
+# systemd-python compiles against libsystemd; nix-bin (Nix 2.8) parses and evaluates nix/ in the
+# tests. Install them from apt when we can (root) and they are absent.
 sysdeps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from turret.audit import NOTICE, Auditor, Event, Fields
+from turret.audit import INFO, NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
 from turret.config import NAME, Agent
 from turret.errors import (
@@ -145,7 +145,7 @@ class Audit:
                 "TURRET_REPORT": "would-deny" if decision.would_deny else None,
                 "TURRET_STATUS": status,
             },
-            priority=6 if decision.allowed else NOTICE,
+            priority=INFO if decision.allowed else NOTICE,
         )
 
     def outcome(self, status: int, reason: str, extra: Fields) -> None:

@@ -72,7 +72,7 @@ async def serve(options: ServeOptions, auditor: Auditor) -> None:
             {
                 "TURRET_AGENTS": len(config.agents),
                 "TURRET_SERVICES": len(config.services),
-                "TURRET_LISTEN": " ".join(str(a) for a in runner.addresses),
+                "TURRET_LISTEN": " ".join(_address(a) for a in runner.addresses),
             },
         )
         notifier.ready(_status(app, config))
@@ -81,6 +81,12 @@ async def serve(options: ServeOptions, auditor: Auditor) -> None:
     finally:
         await runner.cleanup()
     auditor.record(Event.STOPPED, "turret stopped", {"TURRET_REQUESTS": app[STATS].requests})
+
+
+def _address(address: object) -> str:
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return f"unix:{address}"
 
 
 def _status(app: web.Application, config: Config) -> str:
