@@ -6,6 +6,7 @@ import pytest
 
 from turret.capabilities.engine import redact_json
 from turret.capabilities.model import (
+    JSON,
     Capability,
     Constraint,
     Param,
@@ -130,7 +131,7 @@ def test_projection_picks_paths_lists_and_limits() -> None:
         },
     )
     assert not checker.issues and spec
-    data = {
+    data: JSON = {
         "data": {"status": "ok", "secret": 1},
         "items": [{"id": 1, "x": 2}, {"id": 2}, {"id": 3}],
     }
