@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,15 @@ def test_check_config_reports_capability_errors_with_lines(
     good = tmp_path / "good.yaml"
     good.write_text(BASE + "    capabilities: ['pve.*']\n")
     assert main(["check-config", str(good)]) == 0
+
+
+def test_readme_capability_examples_load_together() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("\n## Capabilities") :]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 3, "README: services, a capability and a policy example"
+    config = load_config("".join(blocks).replace("token_sha256: ...", f"token_sha256: {TOKEN}"))
+    assert "gitea.close_issue" in config.capabilities
+    assert config.capabilities["matrix.send_message"].log_params == ("room_id",)
+    assert config.agents["media-bot"].report
+    assert [g.name for g in config.agents["media-bot"].groups] == ["downloaders"]
