@@ -1,8 +1,9 @@
 """Policy decisions: pure functions from (agent, request) to a `Decision` value. Deny by default.
 
 Rules come from the agent and from every group whose agent globs match it. A deny rule wins over
-every allow; when no rule allows, the answer is deny. An agent in `report` mode is allowed what
-enforcement would deny, and the decision says so, for rolling out a policy.
+every allow, in report mode too: an operator's explicit deny is never relaxed. When no rule
+allows, the answer is deny; an agent in `report` mode is allowed what its grants do not cover,
+and the decision says so, for rolling out a policy.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def decide_proxy(agent: Agent, service: str, method: str, path: CanonicalPath) -
             for glob in rule.paths:
                 if glob.matches(path):
                     reason = f"{method} {glob.pattern} on {service} denied"
-                    return _enforced(agent, Decision(False, reason, rule.rule))
+                    return Decision(False, reason, rule.rule)
     for rule_path, grant in _proxy_grants(agent):
         if grant.service != service or method not in grant.methods:
             continue
@@ -67,7 +68,7 @@ def decide_capability(agent: Agent, capability: Capability, params: Params) -> D
     name = capability.name
     for rule in _denies(agent, CapabilityDeny):
         if fnmatchcase(name, rule.name):
-            return _enforced(agent, Decision(False, f"{name} is denied", rule.rule))
+            return Decision(False, f"{name} is denied", rule.rule)
     refusal: Decision | None = None
     for grant in capability_grants(agent, name):
         problem = _constraint_problem(grant, params)
@@ -115,7 +116,7 @@ def _proxy_grants(agent: Agent) -> Iterator[tuple[str, ProxyGrant]]:
 
 
 def _enforced(agent: Agent, decision: Decision) -> Decision:
-    """A denial as enforced; in report mode, an allow that records what would have been denied."""
+    """A missing grant as enforced; in report mode, an allow that records the would-be denial."""
     if decision.allowed or not agent.report:
         return decision
     return Decision(True, f"report mode, would deny: {decision.reason}", decision.rule, True)

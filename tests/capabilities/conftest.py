@@ -108,6 +108,8 @@ agents:
     capabilities:
       - name: chat.send_message
         params: {{room_id: {{one_of: ["!ops:example.org"]}}}}
+    deny:
+      - name: "pve.*"
   nobody:
     token_sha256: {digests["nobody"]}
 groups:

@@ -147,6 +147,14 @@ async def test_report_mode_allows_and_records_would_deny(capgw: CapGateway) -> N
     assert "TURRET_REPORT" not in capgw.audit()[2]
 
 
+async def test_report_mode_still_enforces_explicit_deny(capgw: CapGateway) -> None:
+    resp = await capgw.call("pve.pct_status", {"ctid": 101}, agent="rollout")
+    assert resp.status == 403
+    (decision,) = capgw.audit()
+    assert decision["TURRET_DECISION"] == "deny" and "TURRET_REPORT" not in decision
+    assert capgw.fakes.seen == []
+
+
 _OK = {"ctid": 101}
 
 
@@ -350,10 +358,15 @@ async def test_explain_rejects_bad_questions(
 
 async def test_explain_in_report_mode_says_report_only(capgw: CapGateway) -> None:
     resp = await capgw.explain(
-        {"capability": "pve.pct_status", "params": {"ctid": 101}}, agent="rollout"
+        {"capability": "chat.read_messages", "params": {"room_id": "!ops:example.org"}},
+        agent="rollout",
     )
     decision = (await resp.json())["decision"]
     assert decision["allowed"] is True and decision["report_only"] is True
+    denied = await capgw.explain(
+        {"capability": "pve.pct_status", "params": {"ctid": 101}}, agent="rollout"
+    )
+    assert (await denied.json())["decision"]["allowed"] is False
 
 
 async def test_proxy_to_login_service_uses_the_session_and_hides_it(capgw: CapGateway) -> None:
