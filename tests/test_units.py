@@ -61,5 +61,6 @@ def test_units_verify_prints_nothing(tmp_path: Path) -> None:
 def test_units_keep_secrets_out_of_the_environment() -> None:
     lines = SERVICE.read_text().splitlines()
     assert not [line for line in lines if line.startswith(("Environment=", "EnvironmentFile="))]
-    assert any(line.startswith("LoadCredential=") for line in lines)
+    assert any(line.startswith("#LoadCredential=") for line in lines)  # an example to copy
+    assert any(line.startswith("#LoadCredentialEncrypted=") for line in lines)
     assert "DynamicUser=yes" in lines

@@ -1,7 +1,7 @@
 """Turret's units under a real systemd 252 booted as PID 1 in an nspawn container.
 
 The shipped turret.socket, turret.service and sysusers file are installed as an admin would,
-plus a drop-in that shortens the watchdog and adds an encrypted credential. Requests come from
+plus a drop-in with the credentials (as the README says) and a short watchdog. Requests come from
 the container's own network namespace; the upstream is a fake on the container's loopback.
 Locally the root filesystem and venv are cached (TURRET_E2E_CACHE, default ~/.cache/turret-e2e);
 under CI (CI set) both are built from scratch and removed afterwards.
@@ -46,6 +46,7 @@ UNIX = "/run/turret/agents.sock"
 DROP_IN = """[Service]
 # A short watchdog, so that a few periods pass within the test.
 WatchdogSec=2
+LoadCredential=gitea-token:/etc/turret/credentials/gitea-token
 LoadCredentialEncrypted=vault-key:/etc/turret/credentials/vault-key.cred
 """
 WRAPPER = f'#!/bin/sh\nexec {VENV_IN_MACHINE}/bin/python -m turret "$@"\n'
