@@ -14,7 +14,7 @@ run: setup
 	$(PY) -m turret.demo
 
 test: setup
-	$(PY) -m ruff check turret tests bench
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from turret.audit import NOTICE, Auditor, Event, Fields
+from turret.audit import INFO, NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
 from turret.config import NAME, Agent
 from turret.errors import (
@@ -59,7 +59,9 @@ def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
     app[STATS] = Stats()
     app.cleanup_ctx.append(_client_session)
     app.router.add_get("/v1/whoami", handle_whoami)
-    app.router.add_route("*", PROXY_PREFIX + "{service}/{path:.*}", handle_proxy)
+    # Everything under the prefix reaches the handler, which reads the raw target itself: the
+    # router sees a decoded path, and what it decoded must not decide anything.
+    app.router.add_route("*", PROXY_PREFIX + r"{tail:[\s\S]*}", handle_proxy)
     return app
 
 
@@ -138,7 +140,7 @@ class Audit:
                 "TURRET_RULE": decision.rule,
                 "TURRET_STATUS": status,
             },
-            priority=6 if decision.allowed else NOTICE,
+            priority=INFO if decision.allowed else NOTICE,
         )
 
     def outcome(self, status: int, reason: str, extra: Fields) -> None:

@@ -205,7 +205,12 @@ class _Checker:
     # --- sections ----------------------------------------------------------------------------
 
     def config(self, data: Any) -> Config | None:
-        top = self.mapping("", data, set(), {"listen", "credentials_dir", "services", "agents"})
+        top = self.mapping(
+            "",
+            {} if data is None else data,
+            set(),
+            {"listen", "credentials_dir", "services", "agents"},
+        )
         if top is None:
             return None
         listen = tuple(
@@ -395,19 +400,23 @@ class _Checker:
         if service is not None and service not in services:
             self.fail(join(path, "service"), f"names undefined service {service!r}")
             service = None
-        methods = set()
-        for p, m in self.items(join(path, "methods"), g.get("methods", [])):
+        methods, paths, ok = set(), [], True
+        method_items = self.items(join(path, "methods"), g.get("methods", []))
+        for p, m in method_items:
             if m not in METHODS:
                 self.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
+                ok = False
             methods.add(m)
-        paths = []
-        for p, pattern in self.items(join(path, "paths"), g.get("paths", [])):
+        path_items = self.items(join(path, "paths"), g.get("paths", []))
+        for p, pattern in path_items:
             try:
                 paths.append(compile_glob(pattern if isinstance(pattern, str) else ""))
             except ValueError as exc:
                 self.fail(p, f"path glob {exc}")
-        if not methods or not paths:
+                ok = False
+        if not method_items or not path_items:
             self.fail(path, "a grant needs at least one method and one path")
-        if service is None or not methods or not paths:
+            ok = False
+        if service is None or not ok:
             return None
         return ProxyGrant(service, frozenset(methods), tuple(paths))

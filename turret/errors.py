@@ -27,7 +27,7 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""
-        return f"{where}{self.path or '<root>'}: {self.message}"
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
 
 
 class StartupError(TurretError):

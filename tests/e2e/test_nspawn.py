@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nspawn_machine import (
+
+from tests.e2e.nspawn_machine import (
     REPO,
     SRC_IN_MACHINE,
     VENV_IN_MACHINE,
