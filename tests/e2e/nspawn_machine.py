@@ -80,7 +80,11 @@ def _atomic_build(final: Path, build: Callable[[Path], None]) -> Path:
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         build(scratch)
-        scratch.rename(final)
+        try:
+            scratch.rename(final)
+        except OSError:
+            if not final.exists():
+                raise  # else another run built the same thing first: use theirs
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return final
