@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# systemd-container, debootstrap, python3-venv, python3-dev: the end-to-end test boots systemd in a
-# container and builds a venv with Debian's Python for it (tests/e2e).
-APT_PACKAGES := libsystemd-dev pkg-config systemd-container debootstrap python3-venv python3-dev
+# nix-bin: the Nix checks (nix/). systemd-container, debootstrap, python3-venv, python3-dev: the
+# end-to-end test boots systemd in a container, with a venv of Debian's Python (tests/e2e).
+APT_PACKAGES := libsystemd-dev pkg-config nix-bin systemd-container debootstrap python3-venv python3-dev
 
 .PHONY: run test test-e2e lint check sysdeps setup clean
 
@@ -20,7 +20,8 @@ test: setup
 
 setup: $(STAMP)
 
-# systemd-python compiles against libsystemd; install it from apt when we can (root) and it is absent.
+# systemd-python compiles against libsystemd; nix-bin (Nix 2.8) parses and evaluates nix/ in the
+# tests. Install them from apt when we can (root) and they are absent.
 sysdeps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -14,6 +14,7 @@ CASES = [
     (403, "forbidden", "DELETE", "/v1/proxy/gitea/api/v1/admin", {}),
     (404, "not_found", "GET", "/v2/nothing", {}),
     (405, "method_not_allowed", "POST", "/v1/whoami", {}),
+    (422, "invalid_params", "POST", "/v1/explain", {"body": b'{"service": 1}'}),
     (413, "request_too_large", "POST", "/v1/proxy/gitea/api/v1/user", {"body": b"z" * 2000}),
     (502, "upstream_error", "GET", "/v1/proxy/gitea/big/100000", {}),
     (504, "upstream_timeout", "GET", "/v1/proxy/gitea/hang", {}),

@@ -94,8 +94,20 @@ class PayloadTooLarge(RequestError):
     status, code = 413, "request_too_large"
 
 
+class UnprocessableEntity(RequestError):
+    """Well-formed JSON whose values a capability does not accept; the message names the key."""
+
+    status, code = 422, "invalid_params"
+
+
 class BadGateway(RequestError):
     status, code = 502, "upstream_error"
+
+
+class UpstreamStatus(RequestError):
+    """A capability's upstream answered with an error status; the message gives that status."""
+
+    status, code = 502, "upstream_status"
 
 
 class ServiceUnavailable(RequestError):
