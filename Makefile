@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libsystemd-dev pkg-config nix-bin
+# nix-bin: the Nix checks (nix/). systemd-container, debootstrap, python3-venv, python3-dev: the
+# end-to-end test boots systemd in a container, with a venv of Debian's Python (tests/e2e).
+APT_PACKAGES := libsystemd-dev pkg-config nix-bin systemd-container debootstrap python3-venv python3-dev
 
-.PHONY: run test lint check sysdeps setup clean
+.PHONY: run test test-e2e lint check sysdeps setup clean
 
 run: setup
 	$(PY) -m turret.demo
@@ -39,3 +41,7 @@ $(STAMP): pyproject.toml | sysdeps
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Only the end-to-end test (real systemd in a container; needs root). Set CI=1 to build from scratch.
+test-e2e: setup
+	$(PY) -m pytest tests/e2e
