@@ -4,18 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libsystemd-dev pkg-config
+# nix-bin: the Nix checks (nix/). systemd-container, debootstrap, python3-venv, python3-dev: the
+# end-to-end test boots systemd in a container, with a venv of Debian's Python (tests/e2e).
+APT_PACKAGES := libsystemd-dev pkg-config nix-bin systemd-container debootstrap python3-venv python3-dev
 # Only `make bench` needs these: the load generator, the peer proxy, and socket activation.
 BENCH_APT_PACKAGES := wrk nginx systemd
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint check sysdeps setup clean bench
+.PHONY: run test test-e2e lint check sysdeps setup clean bench
 
 run: setup
 	$(PY) -m turret.demo
 
 test: setup
-	$(PY) -m ruff check turret tests bench
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -31,7 +33,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# systemd-python compiles against libsystemd; install it from apt when we can (root) and it is absent.
+# systemd-python compiles against libsystemd; nix-bin (Nix 2.8) parses and evaluates nix/ in the
+# tests. Install them from apt when we can (root) and they are absent.
 sysdeps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -51,3 +54,7 @@ $(STAMP): pyproject.toml | sysdeps
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Only the end-to-end test (real systemd in a container; needs root). Set CI=1 to build from scratch.
+test-e2e: setup
+	$(PY) -m pytest tests/e2e

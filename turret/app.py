@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from turret.audit import NOTICE, Auditor, Event, Fields
+from turret.audit import INFO, NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
 from turret.config import NAME, Agent
 from turret.errors import (
@@ -25,10 +25,11 @@ from turret.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from turret.login import LOGINS, send_upstream
 from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
 from turret.runtime import Runtime, RuntimeHolder
-from turret.upstream import Outbound, forward, new_session
+from turret.upstream import Outbound, new_session
 
 log = logging.getLogger("turret")
 
@@ -59,7 +60,12 @@ def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
     app[STATS] = Stats()
     app.cleanup_ctx.append(_client_session)
     app.router.add_get("/v1/whoami", handle_whoami)
-    app.router.add_route("*", PROXY_PREFIX + "{service}/{path:.*}", handle_proxy)
+    # Everything under the prefix reaches the handler, which reads the raw target itself: the
+    # router sees a decoded path, and what it decoded must not decide anything.
+    app.router.add_route("*", PROXY_PREFIX + r"{tail:[\s\S]*}", handle_proxy)
+    from turret.capabilities.routes import add_capability_routes  # noqa: PLC0415 - imports us
+
+    add_capability_routes(app)
     return app
 
 
@@ -136,9 +142,10 @@ class Audit:
                 "TURRET_DECISION": "allow" if decision.allowed else "deny",
                 "TURRET_REASON": decision.reason,
                 "TURRET_RULE": decision.rule,
+                "TURRET_REPORT": "would-deny" if decision.would_deny else None,
                 "TURRET_STATUS": status,
             },
-            priority=6 if decision.allowed else NOTICE,
+            priority=INFO if decision.allowed else NOTICE,
         )
 
     def outcome(self, status: int, reason: str, extra: Fields) -> None:
@@ -218,9 +225,10 @@ async def handle_proxy(request: web.Request) -> web.Response:
     audit.decision(decision)
     try:
         body = await read_body(request, service.max_request_bytes)
-        injection = runtime.injections[service.name]
         out = Outbound(request.method, path, query, request.headers, body)
-        result = await forward(request.app[SESSION], service, injection, runtime.redactor, out)
+        result = await send_upstream(
+            request.app[SESSION], request.app[LOGINS], service, runtime, out
+        )
     except RequestError as exc:
         audit.outcome(exc.status, exc.reason, {"TURRET_BYTES_IN": request.content_length})
         raise

@@ -7,12 +7,14 @@ reported with its dotted key path and line, all at once, and Turret refuses to s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from turret.capabilities import settings as capability_settings
+from turret.capabilities.model import Capability, CapabilityGrant, DenyRule, Group
 from turret.errors import ConfigError, ConfigIssue
 from turret.paths import PathGlob, compile_glob
 from turret.yamlload import Document, YamlError, join, read_yaml
@@ -62,7 +64,15 @@ class QueryAuth:
     credential: str
 
 
-Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth
+@dataclass(frozen=True)
+class LoginAuth:
+    """qBittorrent's WebUI login: Turret logs in and keeps the session cookie to itself."""
+
+    username: Value
+    password: Value
+
+
+Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth | LoginAuth
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,8 @@ class Service:
     timeout: float = 10.0
     max_request_bytes: int = 1 << 20
     max_response_bytes: int = 4 << 20
+    kind: str | None = None  # a catalog kind: the service gets that kind's capabilities
+    node: str | None = None  # Proxmox: the node capabilities use by default
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,10 @@ class Agent:
     token_sha256: str | None  # hex; exactly one of this and token_credential
     token_credential: str | None
     proxy: tuple[ProxyGrant, ...]
+    capabilities: tuple[CapabilityGrant, ...] = ()
+    deny: tuple[DenyRule, ...] = ()
+    report: bool = False  # log what enforcement would deny, but allow it (for rollout)
+    groups: tuple[Group, ...] = ()  # the groups whose agent globs match this agent
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,9 @@ class Config:
     credentials_dir: str | None
     services: dict[str, Service]
     agents: dict[str, Agent]
+    capabilities: Mapping[str, Capability] = field(default_factory=dict)
+    groups: Mapping[str, Group] = field(default_factory=dict)
+    params_key: str | None = None  # credential keying the audit's parameter hashes
 
     def credential_uses(self) -> dict[str, str]:
         """Every credential name the config references, mapped to how it is used.
@@ -112,13 +131,15 @@ class Config:
                 uses[auth.credential] = "header"
             elif isinstance(auth, QueryAuth):
                 uses.setdefault(auth.credential, "value")
-            else:
+            else:  # basic and login
                 for v in (auth.username, auth.password):
                     if isinstance(v, CredentialRef):
                         uses.setdefault(v.name, "value")
         for agent in self.agents.values():
             if agent.token_credential:
                 uses.setdefault(agent.token_credential, "value")
+        if self.params_key:
+            uses.setdefault(self.params_key, "value")
         return uses
 
 
@@ -205,7 +226,12 @@ class _Checker:
     # --- sections ----------------------------------------------------------------------------
 
     def config(self, data: Any) -> Config | None:
-        top = self.mapping("", data, set(), {"listen", "credentials_dir", "services", "agents"})
+        top = self.mapping(
+            "",
+            {} if data is None else data,
+            set(),
+            {"listen", "credentials_dir", "services", "agents", "capabilities", "groups", "audit"},
+        )
         if top is None:
             return None
         listen = tuple(
@@ -215,10 +241,17 @@ class _Checker:
         if creds_dir is not None:
             creds_dir = self.string("credentials_dir", creds_dir)
         services = self.named("services", top.get("services"), self.service)
+        caps = capability_settings.read_capabilities(self, top.get("capabilities"), services)
+        groups = capability_settings.read_groups(self, top.get("groups"), caps, services)
         agents = self.named(
-            "agents", top.get("agents"), lambda p, n, b: self.agent(p, n, b, services)
+            "agents", top.get("agents"), lambda p, n, b: self.agent(p, n, b, services, caps)
         )
-        return Config(listen, creds_dir, services, agents)
+        agents = {
+            n: replace(a, groups=capability_settings.groups_of(n, groups))
+            for n, a in agents.items()
+        }
+        params_key = capability_settings.read_audit(self, top.get("audit"))
+        return Config(listen, creds_dir, services, agents, caps, groups, params_key)
 
     def listen(self, path: str, value: Any) -> str | None:
         text = self.string(path, value)
@@ -236,7 +269,7 @@ class _Checker:
     def service(self, path: str, name: str, body: Any) -> Service | None:
         if not NAME.fullmatch(name):
             self.fail(path, f"service name must match {NAME.pattern}")
-        keys = {"timeout", "max_request_bytes", "max_response_bytes"}
+        keys = {"timeout", "max_request_bytes", "max_response_bytes", "kind", "node"}
         svc = self.mapping(path, body, {"url", "auth"}, keys)
         if svc is None:
             return None
@@ -261,7 +294,8 @@ class _Checker:
                 integer=True,
             ),
         }
-        if url is None or auth is None or None in limits.values():
+        kind, node = capability_settings.read_kind_and_node(self, path, svc, auth)
+        if url is None or auth is None or None in limits.values() or kind is False:
             return None
         return Service(
             name,
@@ -270,6 +304,8 @@ class _Checker:
             float(limits["timeout"]),
             limits["max_request_bytes"],
             limits["max_response_bytes"],
+            kind or None,
+            node,
         )
 
     def url(self, path: str, value: Any) -> str | None:
@@ -313,25 +349,27 @@ class _Checker:
         return f"{parts.scheme}://{parts.netloc}{base}"
 
     def auth(self, path: str, value: Any) -> Auth | None:
-        kinds = {"bearer", "basic", "header", "query"}
+        kinds = {"bearer", "basic", "header", "query", "login"}
         body = self.mapping(path, value, set(), kinds)
         if body is None:
             return None
         if len(body) != 1:
-            self.fail(path, "must have exactly one of: bearer, basic, header, query")
+            self.fail(path, "must have exactly one of: bearer, basic, header, query, login")
             return None
         ((kind, spec),) = body.items()
         p = join(path, kind)
         if kind == "bearer":
             cred = self.string(p, spec, CREDENTIAL_NAME)
             return BearerAuth(cred) if cred else None
-        if kind == "basic":
+        if kind in ("basic", "login"):
             m = self.mapping(p, spec, {"username", "password"}, set())
             if m is None:
                 return None
             user = self.value(join(p, "username"), m.get("username"))
             password = self.value(join(p, "password"), m.get("password"))
-            return BasicAuth(user, password) if user is not None and password is not None else None
+            if user is None or password is None:
+                return None
+            return BasicAuth(user, password) if kind == "basic" else LoginAuth(user, password)
         if kind == "header":
             m = self.mapping(p, spec, {"name", "value"}, {"prefix"})
             if m is None:
@@ -363,10 +401,18 @@ class _Checker:
             return None
         return text
 
-    def agent(self, path: str, name: str, body: Any, services: dict[str, Service]) -> Agent | None:
+    def agent(
+        self,
+        path: str,
+        name: str,
+        body: Any,
+        services: dict[str, Service],
+        caps: Mapping[str, Capability],
+    ) -> Agent | None:
         if not AGENT_NAME.fullmatch(name):
             self.fail(path, f"agent name must match {AGENT_NAME.pattern}")
-        a = self.mapping(path, body, set(), {"token_sha256", "token_credential", "proxy"})
+        keys = {"token_sha256", "token_credential", "proxy", "capabilities", "deny", "report"}
+        a = self.mapping(path, body, set(), keys)
         if a is None:
             return None
         if ("token_sha256" in a) == ("token_credential" in a):
@@ -383,9 +429,19 @@ class _Checker:
             self.grant(p, g, services)
             for p, g in self.items(join(path, "proxy"), a.get("proxy", []))
         ]
+        capabilities = capability_settings.read_grants(
+            self, join(path, "capabilities"), a.get("capabilities"), caps
+        )
+        deny = capability_settings.read_deny(
+            self, join(path, "deny"), a.get("deny"), caps, services
+        )
+        report = a.get("report", False)
+        if not isinstance(report, bool):
+            self.fail(join(path, "report"), "must be true or false")
         if digest is None and cred is None:
             return None
-        return Agent(name, digest, cred, tuple(g for g in grants if g is not None))
+        proxy = tuple(g for g in grants if g is not None)
+        return Agent(name, digest, cred, proxy, capabilities, deny, report is True)
 
     def grant(self, path: str, value: Any, services: dict[str, Service]) -> ProxyGrant | None:
         g = self.mapping(path, value, {"service", "methods", "paths"}, set())
@@ -395,19 +451,23 @@ class _Checker:
         if service is not None and service not in services:
             self.fail(join(path, "service"), f"names undefined service {service!r}")
             service = None
-        methods = set()
-        for p, m in self.items(join(path, "methods"), g.get("methods", [])):
+        methods, paths, ok = set(), [], True
+        method_items = self.items(join(path, "methods"), g.get("methods", []))
+        for p, m in method_items:
             if m not in METHODS:
                 self.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
+                ok = False
             methods.add(m)
-        paths = []
-        for p, pattern in self.items(join(path, "paths"), g.get("paths", [])):
+        path_items = self.items(join(path, "paths"), g.get("paths", []))
+        for p, pattern in path_items:
             try:
                 paths.append(compile_glob(pattern if isinstance(pattern, str) else ""))
             except ValueError as exc:
                 self.fail(p, f"path glob {exc}")
-        if not methods or not paths:
+                ok = False
+        if not method_items or not path_items:
             self.fail(path, "a grant needs at least one method and one path")
-        if service is None or not methods or not paths:
+            ok = False
+        if service is None or not ok:
             return None
         return ProxyGrant(service, frozenset(methods), tuple(paths))
