@@ -315,7 +315,7 @@ def summary_line(results: Results) -> str:
     """The key figures in a few lines, for the README."""
     by_name = {row["name"]: row for row in results["scenarios"]}
     parts = []
-    for name in ("direct", "nginx", "baseline", TURRET):
+    for name in ("direct", "nginx", "baseline", TURRET, "turret-capability"):
         sat = by_name.get(name, {}).get("saturation")
         if sat:
             parts.append(f"{by_name[name]['label']} {sat['rps']:,.0f}")
