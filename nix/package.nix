@@ -28,7 +28,6 @@ python3Packages.buildPythonApplication {
   dependencies = [
     python3Packages.aiohttp
     python3Packages.pyyaml
-    python3Packages.sdnotify
     # Renamed from `systemd` to `systemd-python` in nixpkgs; accept either.
     (python3Packages.systemd-python or python3Packages.systemd)
   ];
