@@ -2,39 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
+from aiohttp.resolver import DefaultResolver
 
 from turret.audit import NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
 from turret.config import NAME, Agent
+from turret.connector import ResolverFactory, SessionPool
 from turret.errors import (
     AuditUnavailable,
     BadRequest,
+    CredentialInRequest,
     Forbidden,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
+from turret.exfil import TokenGuard, find_secret
+from turret.httpserver import handler_args
 from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
-from turret.runtime import Runtime, RuntimeHolder
-from turret.upstream import Outbound, forward, new_session
+from turret.ratelimit import AgentLimiter
+from turret.runtime import Injection, Runtime, RuntimeHolder
+from turret.upstream import Outbound, forward, request_headers
 
 log = logging.getLogger("turret")
 
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
 AUDITOR = web.AppKey("auditor", Auditor)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+UPSTREAMS = web.AppKey("upstreams", SessionPool)
+LIMITER = web.AppKey("limiter", AgentLimiter)
+TOKENS = web.AppKey("tokens", TokenGuard)
 REQUEST_ID = web.RequestKey("request_id", str)
 PROXY_PREFIX = "/v1/proxy/"
 
@@ -51,13 +61,24 @@ class Stats:
 STATS = web.AppKey("stats", Stats)
 
 
-def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
-    """The Turret application; the upstream client session lives as long as the app."""
-    app = web.Application(middlewares=[error_middleware])
+def create_app(
+    holder: RuntimeHolder, auditor: Auditor, *, resolver: ResolverFactory = DefaultResolver
+) -> web.Application:
+    """The Turret application; the upstream client sessions live as long as the app.
+
+    `resolver` makes the DNS resolver whose answers the address policy checks. The server limits
+    of the config the app starts with apply until restart.
+    """
+    app = web.Application(
+        middlewares=[error_middleware],
+        handler_args=handler_args(holder.current.config.limits),
+    )
     app[RUNTIME] = holder
     app[AUDITOR] = auditor
     app[STATS] = Stats()
-    app.cleanup_ctx.append(_client_session)
+    app[LIMITER] = AgentLimiter()
+    app[TOKENS] = TokenGuard()
+    app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
     app.router.add_get("/v1/whoami", handle_whoami)
     # Everything under the prefix reaches the handler, which reads the raw target itself: the
     # router sees a decoded path, and what it decoded must not decide anything.
@@ -65,10 +86,12 @@ def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
     return app
 
 
-async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    async with new_session() as session:
-        app[SESSION] = session
+async def _client_sessions(app: web.Application, resolver: ResolverFactory) -> AsyncIterator[None]:
+    pool = app[UPSTREAMS] = SessionPool(resolver())
+    try:
         yield
+    finally:
+        await pool.close()
 
 
 def error_body(code: str, message: str, request_id: str) -> dict[str, object]:
@@ -117,7 +140,10 @@ def _from_http(exc: web.HTTPException) -> RequestError:
 
 
 def _error_response(exc: RequestError, request_id: str) -> web.Response:
-    return web.json_response(error_body(exc.code, exc.message, request_id), status=exc.status)
+    response = web.json_response(error_body(exc.code, exc.message, request_id), status=exc.status)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @dataclass
@@ -161,8 +187,9 @@ class Audit:
 def authenticate(request: web.Request, runtime: Runtime) -> Agent:
     token = bearer_token(request.headers.get("Authorization"))
     agent = runtime.tokens.agent_for(token) if token else None
-    if agent is None:
+    if agent is None or token is None:
         raise Unauthorized("missing or invalid agent token")
+    request.app[TOKENS].remember(token)  # from now on, no request may carry it upstream
     return agent
 
 
@@ -183,6 +210,12 @@ async def handle_whoami(request: web.Request) -> web.Response:
         audit.decision(Decision(False, exc.reason), exc.status)
         raise
     audit.fields["TURRET_AGENT"] = agent.name
+    try:
+        with request.app[LIMITER].slot(agent.name, agent.limits):
+            pass  # whoami is cheap: it only spends rate
+    except RequestError as exc:
+        audit.decision(Decision(False, exc.reason), exc.status)
+        raise
     audit.decision(Decision(True, "whoami"), 200)
     grants = [
         {"service": g.service, "methods": sorted(g.methods), "paths": [p.pattern for p in g.paths]}
@@ -204,9 +237,29 @@ async def handle_proxy(request: web.Request) -> web.Response:
             "TURRET_PATH": raw_path,
         },
     )
+    limiter = request.app[LIMITER]
     try:
         agent = authenticate(request, runtime)
         audit.fields["TURRET_AGENT"] = agent.name
+        limiter.acquire(agent.name, agent.limits)
+    except RequestError as exc:
+        audit.decision(Decision(False, exc.reason), exc.status)
+        raise
+    try:
+        return await _proxy(request, runtime, agent, audit, (raw_service, raw_path, query))
+    finally:
+        limiter.release(agent.name)
+
+
+async def _proxy(
+    request: web.Request,
+    runtime: Runtime,
+    agent: Agent,
+    audit: Audit,
+    target: tuple[str, str, str],
+) -> web.Response:
+    raw_service, raw_path, query = target
+    try:
         path = canonical_path(raw_path)
         audit.fields["TURRET_PATH"] = path.encoded
         service = runtime.config.services.get(raw_service) if NAME.fullmatch(raw_service) else None
@@ -219,10 +272,13 @@ async def handle_proxy(request: web.Request) -> web.Response:
         raise Forbidden(decision.reason)
     audit.decision(decision)
     try:
-        body = await read_body(request, service.max_request_bytes)
-        injection = runtime.injections[service.name]
+        limits = runtime.config.limits
+        body = await read_body(request, service.max_request_bytes, limits.body_timeout)
         out = Outbound(request.method, path, query, request.headers, body)
-        result = await forward(request.app[SESSION], service, injection, runtime.redactor, out)
+        refuse_secrets(request, runtime, out)
+        session = request.app[UPSTREAMS].session_for(service.address_policy)
+        injection = runtime.injections[service.name]
+        result = await forward(session, service, injection, runtime.redactor, out)
     except RequestError as exc:
         audit.outcome(exc.status, exc.reason, {"TURRET_BYTES_IN": request.content_length})
         raise
@@ -239,6 +295,22 @@ async def handle_proxy(request: web.Request) -> web.Response:
     return web.Response(status=result.status, headers=result.headers, body=result.body)
 
 
+def refuse_secrets(request: web.Request, runtime: Runtime, out: Outbound) -> None:
+    """Raise `CredentialInRequest` if `out` carries a credential or an agent token."""
+    where = find_secret(
+        (runtime.redactor, request.app[TOKENS].redactor),
+        path=out.path.encoded,
+        query=out.query,
+        headers=request_headers(out.headers, Injection()),
+        body=out.body,
+    )
+    if where is not None:
+        raise CredentialInRequest(
+            "request carries a credential or agent token and was not forwarded",
+            reason=f"exfiltration guard: credential material in the {where}",
+        )
+
+
 def split_target(raw_target: str) -> tuple[str, str, str]:
     """Split the raw request target `/v1/proxy/SERVICE/PATH?QUERY` without decoding it."""
     target, _, query = raw_target.partition("?")
@@ -248,10 +320,19 @@ def split_target(raw_target: str) -> tuple[str, str, str]:
     return service, "/" + rest, query
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+async def read_body(request: web.Request, limit: int, within: float) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes (counted after
+    decompression) and with 408 if it has not arrived within `within` seconds."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(within):
+            return await _read_limited(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"request body did not arrive within {within:g} s") from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):

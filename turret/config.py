@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from turret.errors import ConfigError, ConfigIssue
+from turret.netpolicy import AddressPolicy, parse_host, parse_network
 from turret.paths import PathGlob, compile_glob
+from turret.ratelimit import LIMIT_RANGES, AgentLimits, ServerLimits
 from turret.yamlload import Document, YamlError, join, read_yaml
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -75,6 +77,8 @@ class Service:
     timeout: float = 10.0
     max_request_bytes: int = 1 << 20
     max_response_bytes: int = 4 << 20
+    # Checked for DNS names on every connection; IP literals are used as written.
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Agent:
     token_sha256: str | None  # hex; exactly one of this and token_credential
     token_credential: str | None
     proxy: tuple[ProxyGrant, ...]
+    limits: AgentLimits = field(default_factory=AgentLimits)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class Config:
     credentials_dir: str | None
     services: dict[str, Service]
     agents: dict[str, Agent]
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
     def credential_uses(self) -> dict[str, str]:
         """Every credential name the config references, mapped to how it is used.
@@ -205,7 +211,9 @@ class _Checker:
     # --- sections ----------------------------------------------------------------------------
 
     def config(self, data: Any) -> Config | None:
-        top = self.mapping("", data, set(), {"listen", "credentials_dir", "services", "agents"})
+        top = self.mapping(
+            "", data, set(), {"listen", "credentials_dir", "services", "agents", "limits"}
+        )
         if top is None:
             return None
         listen = tuple(
@@ -215,10 +223,30 @@ class _Checker:
         if creds_dir is not None:
             creds_dir = self.string("credentials_dir", creds_dir)
         services = self.named("services", top.get("services"), self.service)
+        limits = self.limits("limits", top.get("limits", {}))
         agents = self.named(
-            "agents", top.get("agents"), lambda p, n, b: self.agent(p, n, b, services)
+            "agents", top.get("agents"), lambda p, n, b: self.agent(p, n, b, services, limits)
         )
-        return Config(listen, creds_dir, services, agents)
+        return Config(listen, creds_dir, services, agents, limits)
+
+    def limits(self, path: str, value: Any) -> ServerLimits:
+        server: ServerLimits = self.numbers(path, value, ServerLimits(), {"agent"})
+        agent = value.get("agent", {}) if isinstance(value, dict) else {}
+        return replace(server, agent=self.numbers(join(path, "agent"), agent, AgentLimits()))
+
+    def numbers(
+        self, path: str, value: Any, base: Any, other_keys: frozenset[str] | set[str] = frozenset()
+    ) -> Any:
+        """`base` (a limits dataclass) with the numbers given in the mapping `value`."""
+        keys = {f.name for f in fields(base)} - set(other_keys)
+        m = self.mapping(path, value, set(), keys | set(other_keys)) or {}
+        changes = {}
+        for key in sorted(keys & m.keys()):
+            lo, hi, integer = LIMIT_RANGES[key]
+            number = self.number(join(path, key), m[key], lo, hi, integer=integer)
+            if number is not None:
+                changes[key] = number if integer else float(number)
+        return replace(base, **changes)
 
     def listen(self, path: str, value: Any) -> str | None:
         text = self.string(path, value)
@@ -236,7 +264,7 @@ class _Checker:
     def service(self, path: str, name: str, body: Any) -> Service | None:
         if not NAME.fullmatch(name):
             self.fail(path, f"service name must match {NAME.pattern}")
-        keys = {"timeout", "max_request_bytes", "max_response_bytes"}
+        keys = {"timeout", "max_request_bytes", "max_response_bytes", "allow_networks"}
         svc = self.mapping(path, body, {"url", "auth"}, keys)
         if svc is None:
             return None
@@ -261,6 +289,12 @@ class _Checker:
                 integer=True,
             ),
         }
+        networks = []
+        for p, net in self.items(join(path, "allow_networks"), svc.get("allow_networks", [])):
+            try:
+                networks.append(parse_network(net if isinstance(net, str) else ""))
+            except ValueError as exc:
+                self.fail(p, str(exc))
         if url is None or auth is None or None in limits.values():
             return None
         return Service(
@@ -270,6 +304,7 @@ class _Checker:
             float(limits["timeout"]),
             limits["max_request_bytes"],
             limits["max_response_bytes"],
+            AddressPolicy(tuple(networks)),
         )
 
     def url(self, path: str, value: Any) -> str | None:
@@ -303,6 +338,14 @@ class _Checker:
             if bad:
                 self.fail(path, message)
                 return None
+        hostport = parts.netloc
+        host = hostport[: hostport.index("]") + 1] if "]" in hostport else hostport.split(":")[0]
+        try:
+            checked = parse_host(host)
+        except ValueError as exc:
+            self.fail(path, f"host {exc}")
+            return None
+        netloc = checked.name + (f":{port}" if port is not None else "")
         base = parts.path.rstrip("/")
         if base:
             try:
@@ -310,7 +353,7 @@ class _Checker:
             except ValueError as exc:
                 self.fail(path, f"base path {exc}")
                 return None
-        return f"{parts.scheme}://{parts.netloc}{base}"
+        return f"{parts.scheme}://{netloc}{base}"
 
     def auth(self, path: str, value: Any) -> Auth | None:
         kinds = {"bearer", "basic", "header", "query"}
@@ -363,10 +406,18 @@ class _Checker:
             return None
         return text
 
-    def agent(self, path: str, name: str, body: Any, services: dict[str, Service]) -> Agent | None:
+    def agent(
+        self,
+        path: str,
+        name: str,
+        body: Any,
+        services: dict[str, Service],
+        limits: ServerLimits,
+    ) -> Agent | None:
         if not AGENT_NAME.fullmatch(name):
             self.fail(path, f"agent name must match {AGENT_NAME.pattern}")
-        a = self.mapping(path, body, set(), {"token_sha256", "token_credential", "proxy"})
+        keys = {"token_sha256", "token_credential", "proxy", "limits"}
+        a = self.mapping(path, body, set(), keys)
         if a is None:
             return None
         if ("token_sha256" in a) == ("token_credential" in a):
@@ -383,9 +434,10 @@ class _Checker:
             self.grant(p, g, services)
             for p, g in self.items(join(path, "proxy"), a.get("proxy", []))
         ]
+        agent_limits = self.numbers(join(path, "limits"), a.get("limits", {}), limits.agent)
         if digest is None and cred is None:
             return None
-        return Agent(name, digest, cred, tuple(g for g in grants if g is not None))
+        return Agent(name, digest, cred, tuple(g for g in grants if g is not None), agent_limits)
 
     def grant(self, path: str, value: Any, services: dict[str, Service]) -> ProxyGrant | None:
         g = self.mapping(path, value, {"service", "methods", "paths"}, set())

@@ -86,12 +86,32 @@ class NotFound(RequestError):
     status, code = 404, "not_found"
 
 
+class CredentialInRequest(Forbidden):
+    """The request carries a credential or agent token (exfiltration guard)."""
+
+    code = "credential_in_request"
+
+
 class MethodNotAllowed(RequestError):
     status, code = 405, "method_not_allowed"
 
 
+class RequestTimeout(RequestError):
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(RequestError):
     status, code = 413, "request_too_large"
+
+
+class TooManyRequests(RequestError):
+    """Over the agent's rate or concurrency limit; answered with `Retry-After`."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 class BadGateway(RequestError):

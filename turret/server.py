@@ -21,6 +21,7 @@ from turret.app import STATS, create_app
 from turret.audit import ERR, Auditor, Event
 from turret.config import Config, read_config
 from turret.errors import ConfigError, StartupError
+from turret.httpserver import TurretRunner
 from turret.runtime import Runtime, RuntimeHolder, build_runtime
 from turret.systemd_glue import Notifier, activated_sockets
 
@@ -54,7 +55,9 @@ async def serve(options: ServeOptions, auditor: Auditor) -> None:
     """Run Turret until SIGTERM or SIGINT."""
     config, runtime = load(options, auditor)
     app = create_app(RuntimeHolder(runtime), auditor)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = TurretRunner(
+        app, max_connections=config.limits.max_connections, handle_signals=False, access_log=None
+    )
     await runner.setup()
     notifier = Notifier()
     try:

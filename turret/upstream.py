@@ -16,6 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from turret.config import Service
+from turret.connector import AddressRefused
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout
 from turret.paths import CanonicalPath
@@ -42,6 +43,9 @@ DROP_REQUEST = HOP_BY_HOP | {
     "forwarded",
     "x-real-ip",
     "content-length",
+    # Turret's server decodes a compressed request body (so the exfiltration guard and the size
+    # limit see what it holds) and sends it upstream decoded.
+    "content-encoding",
     "accept-encoding",
     "expect",
     "x-request-id",
@@ -73,16 +77,6 @@ class UpstreamResponse:
     headers: CIMultiDict[str]
     body: bytes
     redactions: int
-
-
-def new_session() -> aiohttp.ClientSession:
-    """The pooled client: no proxy settings from the environment, no cookie jar shared by agents."""
-    return aiohttp.ClientSession(
-        trust_env=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
-        auto_decompress=True,
-    )
 
 
 def _dropped(name: str, extra: Iterable[str]) -> bool:
@@ -173,7 +167,17 @@ async def forward(
         raise GatewayTimeout(
             f"service {service.name!r} did not answer within {service.timeout:g} s"
         ) from None
-    except aiohttp.ClientError as exc:
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressRefused):
+            raise BadGateway(
+                f"service {service.name!r} resolves to an address its policy does not allow",
+                reason=f"address policy refused: {exc.os_error}",
+            ) from None
+        raise BadGateway(
+            f"service {service.name!r} could not be reached",
+            reason=f"upstream failure: {type(exc).__name__}",
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
         raise BadGateway(
             f"service {service.name!r} could not be reached or sent an invalid response",
             reason=f"upstream failure: {type(exc).__name__}",
