@@ -36,7 +36,7 @@ from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
 from turret.ratelimit import AgentLimiter
 from turret.runtime import Injection, Runtime, RuntimeHolder
-from turret.upstream import Outbound, forward, request_headers
+from turret.upstream import Outbound, forward, method_override_parameter, request_headers
 
 log = logging.getLogger("turret")
 
@@ -185,7 +185,9 @@ class Audit:
 
 
 def authenticate(request: web.Request, runtime: Runtime) -> Agent:
-    token = bearer_token(request.headers.get("Authorization"))
+    values = request.headers.getall("Authorization", [])
+    # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
+    token = bearer_token(values[0]) if len(values) == 1 else None
     agent = runtime.tokens.agent_for(token) if token else None
     if agent is None or token is None:
         raise Unauthorized("missing or invalid agent token")
@@ -296,7 +298,14 @@ async def _proxy(
 
 
 def refuse_secrets(request: web.Request, runtime: Runtime, out: Outbound) -> None:
-    """Raise `CredentialInRequest` if `out` carries a credential or an agent token."""
+    """Raise `CredentialInRequest` if `out` carries a credential or an agent token, and
+    `Forbidden` if it carries a method override the upstream might obey."""
+    override = method_override_parameter(out.query, out.body, request.content_type)
+    if override is not None:
+        raise Forbidden(
+            "method override parameters are not allowed",
+            reason=f"method override parameter {override!r} refused",
+        )
     where = find_secret(
         (runtime.redactor, request.app[TOKENS].redactor),
         path=out.path.encoded,

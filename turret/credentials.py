@@ -79,7 +79,10 @@ def load_credentials(config: Config, directory: str | None) -> Mapping[str, Secr
 
 def _read(path: Path, use: str) -> Secret:
     try:
-        with path.open("rb") as f:
+        # O_NONBLOCK: opening a FIFO planted in place of a credential must not hang start-up;
+        # it is then refused as not a regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise ValueError("is not a regular file")
