@@ -9,13 +9,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.resolver import DefaultResolver
 
 from turret.audit import NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
 from turret.config import NAME, Agent
 from turret.connector import ResolverFactory, SessionPool
+from turret.echo import Redactor
 from turret.errors import (
     AuditUnavailable,
     BadRequest,
@@ -47,6 +48,7 @@ LIMITER = web.AppKey("limiter", AgentLimiter)
 TOKENS = web.AppKey("tokens", TokenGuard)
 REQUEST_ID = web.RequestKey("request_id", str)
 PROXY_PREFIX = "/v1/proxy/"
+SUPPORTED_HTTP = frozenset({HttpVersion10, HttpVersion11})
 
 
 @dataclass
@@ -109,6 +111,9 @@ async def error_middleware(
     stats = request.app[STATS]
     stats.in_flight += 1
     try:
+        if request.version not in SUPPORTED_HTTP:
+            # HTTP/0.9 has no framing at all; other parsers would read the bytes differently.
+            raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
         response = await handler(request)
     except web.HTTPException as exc:
         response = _error_response(_from_http(exc), request_id)
@@ -153,9 +158,15 @@ class Audit:
     auditor: Auditor
     fields: Fields
     started: float = field(default_factory=time.monotonic)
+    # Redacts secrets an agent put in what gets recorded (a token pasted into a path).
+    scrub: Callable[[str], str] = str
+
+    def _record(self, event: Event, message: str, fields: Fields, priority: int = 6) -> None:
+        clean = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        self.auditor.record(event, self.scrub(message), clean, priority=priority)
 
     def decision(self, decision: Decision, status: int | None = None) -> None:
-        self.auditor.record(
+        self._record(
             Event.DECISION,
             f"{self.fields.get('TURRET_AGENT') or '-'}: {'allow' if decision.allowed else 'deny'}"
             f" - {decision.reason}",
@@ -171,7 +182,7 @@ class Audit:
 
     def outcome(self, status: int, reason: str, extra: Fields) -> None:
         ms = round((time.monotonic() - self.started) * 1000, 3)
-        self.auditor.record(
+        self._record(
             Event.OUTCOME,
             f"{self.fields.get('TURRET_AGENT')}: {status} {reason}",
             {
@@ -238,6 +249,7 @@ async def handle_proxy(request: web.Request) -> web.Response:
             "TURRET_METHOD": request.method,
             "TURRET_PATH": raw_path,
         },
+        scrub=lambda text: scrub(text, runtime.redactor, request.app[TOKENS]),
     )
     limiter = request.app[LIMITER]
     try:
@@ -295,6 +307,12 @@ async def _proxy(
         },
     )
     return web.Response(status=result.status, headers=result.headers, body=result.body)
+
+
+def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
+    """`text` with every credential and every known agent token redacted."""
+    text = redactor.redact_text(text)[0]
+    return tokens.redactor.redact_text(text)[0]
 
 
 def refuse_secrets(request: web.Request, runtime: Runtime, out: Outbound) -> None:
