@@ -283,7 +283,7 @@ async def _proxy(
         raise
     if not decision.allowed or service is None:
         audit.decision(decision, 403)
-        raise Forbidden(decision.reason)
+        raise Forbidden(audit.scrub(decision.reason))
     audit.decision(decision)
     try:
         limits = runtime.config.limits

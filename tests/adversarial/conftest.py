@@ -203,6 +203,7 @@ async def make_hardened(
         real_dns: bool = False,
         max_connections: int = 512,
         audit_path: Path | None = None,
+        auditor: Auditor | None = None,
         **sections: str,
     ) -> Hardened:
         tokens = (new_token(), new_token())
@@ -212,7 +213,7 @@ async def make_hardened(
         path = audit_path or tmp_path / f"audit{len(built)}.jsonl"
         app = create_app(
             RuntimeHolder(runtime),
-            Auditor(LineSink.open(str(path))),
+            auditor or Auditor(LineSink.open(str(path))),
             resolver=DefaultResolver if real_dns else lambda: resolver,
         )
         recorded: list[bytes] = []
