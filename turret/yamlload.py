@@ -79,8 +79,24 @@ class YamlError(Exception):
         self.issues = issues
 
 
+_OPENS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+MAX_DEPTH = 32  # a config is a few levels deep; deeper nesting only serves to exhaust the stack
+
+
 def _refuse_tags_and_aliases(text: str) -> None:
+    depth = 0
     for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        depth += isinstance(token, _OPENS) - isinstance(token, _CLOSES)
+        if depth > MAX_DEPTH:
+            raise _Error(
+                ConfigIssue("", token.start_mark.line + 1, f"nested deeper than {MAX_DEPTH}")
+            )
         kind = {
             yaml.TagToken: "YAML tags are not allowed",
             yaml.AnchorToken: "YAML anchors are not allowed",
