@@ -6,17 +6,26 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libsystemd-dev pkg-config
 
-.PHONY: run test lint check sysdeps setup clean
+.PHONY: run test lint check sysdeps setup clean fuzz
 
 run: setup
 	$(PY) -m turret.demo
 
 test: setup
-	$(PY) -m ruff check turret tests bench
+	$(PY) -m ruff check turret tests bench fuzz
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 setup: $(STAMP)
+
+# Coverage-guided fuzzing of the request path with atheris, on demand (not part of `make test`).
+# New inputs go to a scratch directory, so the committed seed corpus stays small.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(PY) -m pip install -q -e '.[fuzz]'
+	scratch=$$(mktemp -d); \
+	$(PY) fuzz/fuzz_paths.py -max_total_time=$(FUZZ_SECONDS) $$scratch fuzz/corpus/paths; \
+	status=$$?; rm -rf $$scratch; exit $$status
 
 # systemd-python compiles against libsystemd; install it from apt when we can (root) and it is absent.
 sysdeps:

@@ -111,9 +111,7 @@ async def error_middleware(
     stats = request.app[STATS]
     stats.in_flight += 1
     try:
-        if request.version not in SUPPORTED_HTTP:
-            # HTTP/0.9 has no framing at all; other parsers would read the bytes differently.
-            raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
+        _check_version(request)
         response = await handler(request)
     except web.HTTPException as exc:
         response = _error_response(_from_http(exc), request_id)
@@ -132,6 +130,12 @@ async def error_middleware(
         stats.requests += 1
     response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _check_version(request: web.Request) -> None:
+    if request.version not in SUPPORTED_HTTP:
+        # HTTP/0.9 has no framing at all; other parsers would read the bytes differently.
+        raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
 
 
 def _from_http(exc: web.HTTPException) -> RequestError:

@@ -65,7 +65,11 @@ def read_yaml(text: str) -> Document:
     if node is None:
         return doc
     issues: list[ConfigIssue] = []
-    doc.data = _convert(node, "", doc, issues, yaml.SafeLoader(""))
+    try:
+        doc.data = _convert(node, "", doc, issues, yaml.SafeLoader(""))
+    except yaml.MarkedYAMLError as exc:  # a scalar no safe constructor accepts, such as "="
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise YamlError([ConfigIssue("", line, f"not valid YAML: {exc.problem}")]) from None
     if issues:
         raise YamlError(issues)
     return doc

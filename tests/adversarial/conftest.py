@@ -182,6 +182,15 @@ async def read_until_closed(reader: asyncio.StreamReader, within: float) -> tupl
     return received, True
 
 
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until `condition()` holds, polling for at most `within` seconds."""
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
 MakeHardened = Callable[..., Awaitable[Hardened]]
 
 

@@ -93,7 +93,7 @@ async def test_auth_revoked_agent_token_stops_working_on_reload(
     """Attack: keep using a token after the agent was removed from the config and reloaded."""
     gw = await make_hardened()
     assert (await gw.request("GET", "/v1/proxy/gitea/api/v1/user")).status == 200
-    app = gw.client.server.app
+    app = gw.client.app
     current = app[RUNTIME].current.config
     agents = {k: v for k, v in current.agents.items() if k != "opencode"}
     app[RUNTIME].current = build_runtime(replace(current, agents=agents), str(creds_dir))

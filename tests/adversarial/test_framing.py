@@ -68,7 +68,7 @@ async def test_framing_malformed_request_line_is_refused(
     hardened: Hardened, request_line: bytes
 ) -> None:
     """Attack: a request line other parsers might split differently."""
-    data, closed = await hardened.raw(
+    data, _closed = await hardened.raw(
         request_line + b"Authorization: Bearer " + hardened.token.encode() + b"\r\n\r\n"
     )
     assert b" 200 " not in data.split(b"\r\n", 1)[0]

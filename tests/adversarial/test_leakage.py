@@ -66,12 +66,14 @@ async def test_leak_upstream_echo_is_redacted(mirror_gateway: Hardened, how: str
 
 
 async def _post(gw: Hardened, target: str, **kwargs: object) -> dict[str, str]:
-    resp = await gw.request("POST", target, **kwargs)  # type: ignore[arg-type]
+    resp = await gw.request("POST", target, **kwargs)
     assert resp.status == 403
     return await error_of(resp)
 
 
-def _exfil_cases(gw: Hardened, canaries: dict[str, str]) -> dict[str, tuple[str, dict[str, object]]]:
+def _exfil_cases(
+    gw: Hardened, canaries: dict[str, str]
+) -> dict[str, tuple[str, dict[str, object]]]:
     token = gw.token
     issue = "/v1/proxy/gitea/api/v1/repos/me/x/issues"
     return {

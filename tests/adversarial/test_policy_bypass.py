@@ -56,13 +56,9 @@ async def test_policy_method_tricks_are_denied(hardened: Hardened, method: str, 
     "header",
     ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "x_http_method_override"],
 )
-async def test_policy_method_override_headers_are_stripped(
-    hardened: Hardened, header: str
-) -> None:
+async def test_policy_method_override_headers_are_stripped(hardened: Hardened, header: str) -> None:
     """Attack: a GET grant plus `X-HTTP-Method-Override: DELETE`, obeyed by some frameworks."""
-    resp = await hardened.request(
-        "GET", "/v1/proxy/gitea/api/v1/user", headers={header: "DELETE"}
-    )
+    resp = await hardened.request("GET", "/v1/proxy/gitea/api/v1/user", headers={header: "DELETE"})
     assert resp.status == 200
     (got,) = hardened.upstream.received
     lowered = {k.lower().replace("_", "-") for k, _ in got.header_items}

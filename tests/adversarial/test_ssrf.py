@@ -54,12 +54,14 @@ async def sites() -> AsyncIterator[tuple[Site, Site]]:
 
 def _service(name: str, url: str, allow: str = "") -> str:
     allow_line = f"    allow_networks: {allow}\n" if allow else ""
-    return f"  {name}:\n    url: {url}\n    auth: {{bearer: gitea-token}}\n    timeout: 2\n{allow_line}"
+    auth = "    auth: {bearer: gitea-token}\n    timeout: 2\n"
+    return f"  {name}:\n    url: {url}\n{auth}{allow_line}"
 
 
 def _grant(*names: str) -> str:
     return "".join(
-        f"      - service: {n}\n        methods: [GET, POST]\n        paths: ['/**']\n" for n in names
+        f"      - service: {n}\n        methods: [GET, POST]\n        paths: ['/**']\n"
+        for n in names
     )
 
 

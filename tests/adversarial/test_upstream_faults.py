@@ -152,8 +152,9 @@ async def faulty(make_hardened: MakeHardened) -> AsyncIterator[tuple[Hardened, F
     await fault.start()
     gw = await make_hardened(
         services=(
-            f"  faulty:\n    url: http://127.0.0.1:{fault.port}\n    auth: {{bearer: gitea-token}}\n"
-            f"    timeout: {TIMEOUT}\n    max_response_bytes: 65536\n"
+            f"  faulty:\n    url: http://127.0.0.1:{fault.port}\n"
+            f"    auth: {{bearer: gitea-token}}\n    timeout: {TIMEOUT}\n"
+            "    max_response_bytes: 65536\n"
         ),
         grants="      - service: faulty\n        methods: [GET, POST]\n        paths: ['/*']\n",
     )
