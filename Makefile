@@ -4,15 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libsystemd-dev pkg-config
+# nix-bin: the Nix checks (nix/). systemd-container, debootstrap, python3-venv, python3-dev: the
+# end-to-end test boots systemd in a container, with a venv of Debian's Python (tests/e2e).
+APT_PACKAGES := libsystemd-dev pkg-config nix-bin systemd-container debootstrap python3-venv python3-dev
 
-.PHONY: run test lint check sysdeps setup clean fuzz
+.PHONY: run test test-e2e lint check sysdeps setup clean fuzz
 
 run: setup
 	$(PY) -m turret.demo
 
 test: setup
-	$(PY) -m ruff check turret tests bench fuzz
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -27,7 +29,8 @@ fuzz: setup
 	$(PY) fuzz/fuzz_paths.py -max_total_time=$(FUZZ_SECONDS) $$scratch fuzz/corpus/paths; \
 	status=$$?; rm -rf $$scratch; exit $$status
 
-# systemd-python compiles against libsystemd; install it from apt when we can (root) and it is absent.
+# systemd-python compiles against libsystemd; nix-bin (Nix 2.8) parses and evaluates nix/ in the
+# tests. Install them from apt when we can (root) and they are absent.
 sysdeps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -47,3 +50,7 @@ $(STAMP): pyproject.toml | sysdeps
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Only the end-to-end test (real systemd in a container; needs root). Set CI=1 to build from scratch.
+test-e2e: setup
+	$(PY) -m pytest tests/e2e

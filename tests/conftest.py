@@ -256,7 +256,7 @@ class Gateway:
         )
 
     def audit(self) -> list[dict[str, str]]:
-        text = self.audit_path.read_text() if self.audit_path.exists() else ""
+        text = self.audit_path.read_text() if self.audit_path.is_file() else ""
         return [json.loads(line) for line in text.splitlines()]
 
     def forbidden_forms(self) -> set[bytes]:
@@ -267,7 +267,7 @@ class Gateway:
 
     def assert_no_leaks(self, log_text: str) -> None:
         """No canary, in any encoding, in responses, audit records or logs."""
-        audit = self.audit_path.read_bytes() if self.audit_path.exists() else b""
+        audit = self.audit_path.read_bytes() if self.audit_path.is_file() else b""
         for where, data in [
             ("audit", audit),
             ("log", log_text.encode()),

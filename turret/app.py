@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDict
 
-from turret.audit import NOTICE, Auditor, Event, Fields
+from turret.audit import INFO, NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
 from turret.config import NAME, Agent
 from turret.connector import ResolverFactory, SessionPool
@@ -33,11 +34,12 @@ from turret.errors import (
 )
 from turret.exfil import TokenGuard, find_secret
 from turret.httpserver import handler_args
+from turret.login import LOGINS, send_upstream
 from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
 from turret.ratelimit import AgentLimiter
 from turret.runtime import Injection, Runtime, RuntimeHolder
-from turret.upstream import Outbound, forward, method_override_parameter, request_headers
+from turret.upstream import Outbound, method_override_parameter, request_headers
 
 log = logging.getLogger("turret")
 
@@ -85,6 +87,9 @@ def create_app(
     # Everything under the prefix reaches the handler, which reads the raw target itself: the
     # router sees a decoded path, and what it decoded must not decide anything.
     app.router.add_route("*", PROXY_PREFIX + r"{tail:[\s\S]*}", handle_proxy)
+    from turret.capabilities.routes import add_capability_routes  # noqa: PLC0415 - imports us
+
+    add_capability_routes(app)
     return app
 
 
@@ -179,9 +184,10 @@ class Audit:
                 "TURRET_DECISION": "allow" if decision.allowed else "deny",
                 "TURRET_REASON": decision.reason,
                 "TURRET_RULE": decision.rule,
+                "TURRET_REPORT": "would-deny" if decision.would_deny else None,
                 "TURRET_STATUS": status,
             },
-            priority=6 if decision.allowed else NOTICE,
+            priority=INFO if decision.allowed else NOTICE,
         )
 
     def outcome(self, status: int, reason: str, extra: Fields) -> None:
@@ -294,9 +300,9 @@ async def _proxy(
         body = await read_body(request, service.max_request_bytes, limits.body_timeout)
         out = Outbound(request.method, path, query, request.headers, body)
         refuse_secrets(request, runtime, out)
-        session = request.app[UPSTREAMS].session_for(service.address_policy)
-        injection = runtime.injections[service.name]
-        result = await forward(session, service, injection, runtime.redactor, out)
+        result = await send_upstream(
+            request.app[UPSTREAMS], request.app[LOGINS], service, runtime, out
+        )
     except RequestError as exc:
         audit.outcome(exc.status, exc.reason, {"TURRET_BYTES_IN": request.content_length})
         raise
@@ -317,6 +323,16 @@ def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
     """`text` with every credential and every known agent token redacted."""
     text = redactor.redact_text(text)[0]
     return tokens.redactor.redact_text(text)[0]
+
+
+def refuse_secret_body(request: web.Request, runtime: Runtime, body: bytes) -> None:
+    """Raise `CredentialInRequest` if `body` (a capability's parameters) carries a secret."""
+    guards = (runtime.redactor, request.app[TOKENS].redactor)
+    if find_secret(guards, path="", query="", headers=CIMultiDict(), body=body) is not None:
+        raise CredentialInRequest(
+            "request carries a credential or agent token and was not forwarded",
+            reason="exfiltration guard: credential material in the parameters",
+        )
 
 
 def refuse_secrets(request: web.Request, runtime: Runtime, out: Outbound) -> None:

@@ -29,6 +29,7 @@ class Event(enum.Enum):
     DECISION = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e04"
     OUTCOME = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e05"
     RELOADED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e06"
+    RELOAD_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e07"
 
     @property
     def label(self) -> str:

@@ -7,16 +7,19 @@ reported with its dotted key path and line, all at once, and Turret refuses to s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from turret import limit_settings
+from turret.capabilities import settings as capability_settings
+from turret.capabilities.model import Capability, CapabilityGrant, DenyRule, Group
 from turret.errors import ConfigError, ConfigIssue
-from turret.netpolicy import AddressPolicy, parse_host, parse_network
+from turret.netpolicy import AddressPolicy, parse_host
 from turret.paths import PathGlob, compile_glob
-from turret.ratelimit import LIMIT_RANGES, AgentLimits, ServerLimits
+from turret.ratelimit import AgentLimits, ServerLimits
 from turret.yamlload import Document, YamlError, join, read_yaml
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -64,7 +67,15 @@ class QueryAuth:
     credential: str
 
 
-Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth
+@dataclass(frozen=True)
+class LoginAuth:
+    """qBittorrent's WebUI login: Turret logs in and keeps the session cookie to itself."""
+
+    username: Value
+    password: Value
+
+
+Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth | LoginAuth
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,8 @@ class Service:
     timeout: float = 10.0
     max_request_bytes: int = 1 << 20
     max_response_bytes: int = 4 << 20
+    kind: str | None = None  # a catalog kind: the service gets that kind's capabilities
+    node: str | None = None  # Proxmox: the node capabilities use by default
     # Checked for DNS names on every connection; IP literals are used as written.
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
@@ -94,6 +107,10 @@ class Agent:
     token_sha256: str | None  # hex; exactly one of this and token_credential
     token_credential: str | None
     proxy: tuple[ProxyGrant, ...]
+    capabilities: tuple[CapabilityGrant, ...] = ()
+    deny: tuple[DenyRule, ...] = ()
+    report: bool = False  # log what enforcement would deny, but allow it (for rollout)
+    groups: tuple[Group, ...] = ()  # the groups whose agent globs match this agent
     limits: AgentLimits = field(default_factory=AgentLimits)
 
 
@@ -103,6 +120,9 @@ class Config:
     credentials_dir: str | None
     services: dict[str, Service]
     agents: dict[str, Agent]
+    capabilities: Mapping[str, Capability] = field(default_factory=dict)
+    groups: Mapping[str, Group] = field(default_factory=dict)
+    params_key: str | None = None  # credential keying the audit's parameter hashes
     limits: ServerLimits = field(default_factory=ServerLimits)
 
     def credential_uses(self) -> dict[str, str]:
@@ -118,13 +138,15 @@ class Config:
                 uses[auth.credential] = "header"
             elif isinstance(auth, QueryAuth):
                 uses.setdefault(auth.credential, "value")
-            else:
+            else:  # basic and login
                 for v in (auth.username, auth.password):
                     if isinstance(v, CredentialRef):
                         uses.setdefault(v.name, "value")
         for agent in self.agents.values():
             if agent.token_credential:
                 uses.setdefault(agent.token_credential, "value")
+        if self.params_key:
+            uses.setdefault(self.params_key, "value")
         return uses
 
 
@@ -212,7 +234,19 @@ class _Checker:
 
     def config(self, data: Any) -> Config | None:
         top = self.mapping(
-            "", data, set(), {"listen", "credentials_dir", "services", "agents", "limits"}
+            "",
+            {} if data is None else data,
+            set(),
+            {
+                "listen",
+                "credentials_dir",
+                "services",
+                "agents",
+                "capabilities",
+                "groups",
+                "audit",
+                "limits",
+            },
         )
         if top is None:
             return None
@@ -223,30 +257,20 @@ class _Checker:
         if creds_dir is not None:
             creds_dir = self.string("credentials_dir", creds_dir)
         services = self.named("services", top.get("services"), self.service)
-        limits = self.limits("limits", top.get("limits", {}))
+        caps = capability_settings.read_capabilities(self, top.get("capabilities"), services)
+        groups = capability_settings.read_groups(self, top.get("groups"), caps, services)
+        limits = limit_settings.read_limits(self, top.get("limits", {}))
         agents = self.named(
-            "agents", top.get("agents"), lambda p, n, b: self.agent(p, n, b, services, limits)
+            "agents",
+            top.get("agents"),
+            lambda p, n, b: self.agent(p, n, b, services, caps, limits=limits.agent),
         )
-        return Config(listen, creds_dir, services, agents, limits)
-
-    def limits(self, path: str, value: Any) -> ServerLimits:
-        server: ServerLimits = self.numbers(path, value, ServerLimits(), {"agent"})
-        agent = value.get("agent", {}) if isinstance(value, dict) else {}
-        return replace(server, agent=self.numbers(join(path, "agent"), agent, AgentLimits()))
-
-    def numbers(
-        self, path: str, value: Any, base: Any, other_keys: frozenset[str] | set[str] = frozenset()
-    ) -> Any:
-        """`base` (a limits dataclass) with the numbers given in the mapping `value`."""
-        keys = {f.name for f in fields(base)} - set(other_keys)
-        m = self.mapping(path, value, set(), keys | set(other_keys)) or {}
-        changes = {}
-        for key in sorted(keys & m.keys()):
-            lo, hi, integer = LIMIT_RANGES[key]
-            number = self.number(join(path, key), m[key], lo, hi, integer=integer)
-            if number is not None:
-                changes[key] = number if integer else float(number)
-        return replace(base, **changes)
+        agents = {
+            n: replace(a, groups=capability_settings.groups_of(n, groups))
+            for n, a in agents.items()
+        }
+        params_key = capability_settings.read_audit(self, top.get("audit"))
+        return Config(listen, creds_dir, services, agents, caps, groups, params_key, limits)
 
     def listen(self, path: str, value: Any) -> str | None:
         text = self.string(path, value)
@@ -264,7 +288,14 @@ class _Checker:
     def service(self, path: str, name: str, body: Any) -> Service | None:
         if not NAME.fullmatch(name):
             self.fail(path, f"service name must match {NAME.pattern}")
-        keys = {"timeout", "max_request_bytes", "max_response_bytes", "allow_networks"}
+        keys = {
+            "timeout",
+            "max_request_bytes",
+            "max_response_bytes",
+            "kind",
+            "node",
+            "allow_networks",
+        }
         svc = self.mapping(path, body, {"url", "auth"}, keys)
         if svc is None:
             return None
@@ -289,13 +320,11 @@ class _Checker:
                 integer=True,
             ),
         }
-        networks = []
-        for p, net in self.items(join(path, "allow_networks"), svc.get("allow_networks", [])):
-            try:
-                networks.append(parse_network(net if isinstance(net, str) else ""))
-            except ValueError as exc:
-                self.fail(p, str(exc))
-        if url is None or auth is None or None in limits.values():
+        policy = limit_settings.read_address_policy(
+            self, join(path, "allow_networks"), svc.get("allow_networks", [])
+        )
+        kind, node = capability_settings.read_kind_and_node(self, path, svc, auth)
+        if url is None or auth is None or None in limits.values() or kind is False:
             return None
         return Service(
             name,
@@ -304,7 +333,9 @@ class _Checker:
             float(limits["timeout"]),
             limits["max_request_bytes"],
             limits["max_response_bytes"],
-            AddressPolicy(tuple(networks)),
+            kind or None,
+            node,
+            policy,
         )
 
     def url(self, path: str, value: Any) -> str | None:
@@ -356,25 +387,27 @@ class _Checker:
         return f"{parts.scheme}://{netloc}{base}"
 
     def auth(self, path: str, value: Any) -> Auth | None:
-        kinds = {"bearer", "basic", "header", "query"}
+        kinds = {"bearer", "basic", "header", "query", "login"}
         body = self.mapping(path, value, set(), kinds)
         if body is None:
             return None
         if len(body) != 1:
-            self.fail(path, "must have exactly one of: bearer, basic, header, query")
+            self.fail(path, "must have exactly one of: bearer, basic, header, query, login")
             return None
         ((kind, spec),) = body.items()
         p = join(path, kind)
         if kind == "bearer":
             cred = self.string(p, spec, CREDENTIAL_NAME)
             return BearerAuth(cred) if cred else None
-        if kind == "basic":
+        if kind in ("basic", "login"):
             m = self.mapping(p, spec, {"username", "password"}, set())
             if m is None:
                 return None
             user = self.value(join(p, "username"), m.get("username"))
             password = self.value(join(p, "password"), m.get("password"))
-            return BasicAuth(user, password) if user is not None and password is not None else None
+            if user is None or password is None:
+                return None
+            return BasicAuth(user, password) if kind == "basic" else LoginAuth(user, password)
         if kind == "header":
             m = self.mapping(p, spec, {"name", "value"}, {"prefix"})
             if m is None:
@@ -412,11 +445,14 @@ class _Checker:
         name: str,
         body: Any,
         services: dict[str, Service],
-        limits: ServerLimits,
+        caps: Mapping[str, Capability],
+        *,
+        limits: AgentLimits,
     ) -> Agent | None:
         if not AGENT_NAME.fullmatch(name):
             self.fail(path, f"agent name must match {AGENT_NAME.pattern}")
-        keys = {"token_sha256", "token_credential", "proxy", "limits"}
+        keys = {"token_sha256", "token_credential", "proxy", "capabilities", "deny", "report"}
+        keys.add("limits")
         a = self.mapping(path, body, set(), keys)
         if a is None:
             return None
@@ -434,10 +470,24 @@ class _Checker:
             self.grant(p, g, services)
             for p, g in self.items(join(path, "proxy"), a.get("proxy", []))
         ]
-        agent_limits = self.numbers(join(path, "limits"), a.get("limits", {}), limits.agent)
+        capabilities = capability_settings.read_grants(
+            self, join(path, "capabilities"), a.get("capabilities"), caps
+        )
+        deny = capability_settings.read_deny(
+            self, join(path, "deny"), a.get("deny"), caps, services
+        )
+        report = a.get("report", False)
+        if not isinstance(report, bool):
+            self.fail(join(path, "report"), "must be true or false")
+        agent_limits = limit_settings.read_agent_limits(
+            self, join(path, "limits"), a.get("limits", {}), limits
+        )
         if digest is None and cred is None:
             return None
-        return Agent(name, digest, cred, tuple(g for g in grants if g is not None), agent_limits)
+        proxy = tuple(g for g in grants if g is not None)
+        return Agent(
+            name, digest, cred, proxy, capabilities, deny, report is True, limits=agent_limits
+        )
 
     def grant(self, path: str, value: Any, services: dict[str, Service]) -> ProxyGrant | None:
         g = self.mapping(path, value, {"service", "methods", "paths"}, set())
@@ -447,19 +497,23 @@ class _Checker:
         if service is not None and service not in services:
             self.fail(join(path, "service"), f"names undefined service {service!r}")
             service = None
-        methods = set()
-        for p, m in self.items(join(path, "methods"), g.get("methods", [])):
+        methods, paths, ok = set(), [], True
+        method_items = self.items(join(path, "methods"), g.get("methods", []))
+        for p, m in method_items:
             if m not in METHODS:
                 self.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
+                ok = False
             methods.add(m)
-        paths = []
-        for p, pattern in self.items(join(path, "paths"), g.get("paths", [])):
+        path_items = self.items(join(path, "paths"), g.get("paths", []))
+        for p, pattern in path_items:
             try:
                 paths.append(compile_glob(pattern if isinstance(pattern, str) else ""))
             except ValueError as exc:
                 self.fail(p, f"path glob {exc}")
-        if not methods or not paths:
+                ok = False
+        if not method_items or not path_items:
             self.fail(path, "a grant needs at least one method and one path")
-        if service is None or not methods or not paths:
+            ok = False
+        if service is None or not ok:
             return None
         return ProxyGrant(service, frozenset(methods), tuple(paths))

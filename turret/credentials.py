@@ -79,13 +79,12 @@ def load_credentials(config: Config, directory: str | None) -> Mapping[str, Secr
 
 def _read(path: Path, use: str) -> Secret:
     try:
-        # O_NONBLOCK: opening a FIFO planted in place of a credential must not hang start-up;
-        # it is then refused as not a regular file.
+        # O_NONBLOCK: a FIFO planted at the path must not hang start-up; it is refused below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ValueError("is not a regular file")
         with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ValueError("is not a regular file")
             data = f.read(MAX_CREDENTIAL_BYTES + 1)
     except FileNotFoundError:
         raise ValueError(f"is missing (no file {path})") from None

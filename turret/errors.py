@@ -27,7 +27,7 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""
-        return f"{where}{self.path or '<root>'}: {self.message}"
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
 
 
 class StartupError(TurretError):
@@ -104,6 +104,12 @@ class PayloadTooLarge(RequestError):
     status, code = 413, "request_too_large"
 
 
+class UnprocessableEntity(RequestError):
+    """Well-formed JSON whose values a capability does not accept; the message names the key."""
+
+    status, code = 422, "invalid_params"
+
+
 class TooManyRequests(RequestError):
     """Over the agent's rate or concurrency limit; answered with `Retry-After`."""
 
@@ -116,6 +122,12 @@ class TooManyRequests(RequestError):
 
 class BadGateway(RequestError):
     status, code = 502, "upstream_error"
+
+
+class UpstreamStatus(RequestError):
+    """A capability's upstream answered with an error status; the message gives that status."""
+
+    status, code = 502, "upstream_status"
 
 
 class ServiceUnavailable(RequestError):

@@ -67,8 +67,10 @@ class AgentLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
-    def acquire(self, agent: str, limits: AgentLimits) -> None:
-        """Take one request slot for `agent`, or raise `TooManyRequests` with a retry delay."""
+    def acquire(self, agent: str, limits: AgentLimits, *, spend: bool = True) -> None:
+        """Take one request slot for `agent`, or raise `TooManyRequests` with a retry delay.
+
+        With `spend=False` only the concurrency cap applies (the rate was charged already)."""
         now = self._clock()
         bucket = self._buckets.get(agent)
         if bucket is None:
@@ -83,14 +85,14 @@ class AgentLimiter:
                 retry_after=1,
                 reason=f"concurrency limit ({limits.max_concurrent} in flight)",
             )
-        if bucket.tokens < 1.0:
+        if spend and bucket.tokens < 1.0:
             wait = (1.0 - bucket.tokens) / limits.requests_per_second
             raise TooManyRequests(
                 "rate limit exceeded for this agent",
                 retry_after=max(1, math.ceil(wait)),
                 reason=f"rate limit ({limits.requests_per_second:g}/s, burst {limits.burst})",
             )
-        bucket.tokens -= 1.0
+        bucket.tokens -= 1.0 if spend else 0.0
         bucket.in_flight += 1
 
     def release(self, agent: str) -> None:
@@ -100,9 +102,9 @@ class AgentLimiter:
             bucket.in_flight -= 1
 
     @contextmanager
-    def slot(self, agent: str, limits: AgentLimits) -> Iterator[None]:
+    def slot(self, agent: str, limits: AgentLimits, *, spend: bool = True) -> Iterator[None]:
         """Hold one request slot for the duration of the block."""
-        self.acquire(agent, limits)
+        self.acquire(agent, limits, spend=spend)
         try:
             yield
         finally:

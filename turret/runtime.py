@@ -8,6 +8,7 @@ flight finish on the configuration they started with.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from turret.config import (
     Config,
     CredentialRef,
     HeaderAuth,
+    LoginAuth,
     QueryAuth,
     Service,
     Value,
@@ -34,9 +36,18 @@ class Injection:
 
     headers: dict[str, str] = field(default_factory=dict)
     query: tuple[str, str] | None = None  # (name, already URL-encoded value)
+    login: tuple[str, str] | None = None  # (username, password) for a WebUI login
 
     def __repr__(self) -> str:
-        return f"Injection(headers={sorted(self.headers)}, query={bool(self.query)})"
+        return (
+            f"Injection(headers={sorted(self.headers)}, query={bool(self.query)},"
+            f" login={bool(self.login)})"
+        )
+
+
+# Keys the audit trail's parameter hashes when no `audit.params_key` credential is configured:
+# hashes then compare within one run of Turret, and cannot be tested against guesses afterwards.
+PROCESS_PARAMS_KEY = os.urandom(32)
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,7 @@ class Runtime:
     injections: Mapping[str, Injection]
     redactor: Redactor
     secret_count: int
+    params_key: bytes = PROCESS_PARAMS_KEY
 
     def __repr__(self) -> str:
         return f"Runtime(agents={len(self.config.agents)}, services={len(self.config.services)})"
@@ -64,7 +76,9 @@ def build_runtime(config: Config, credentials_dir: str | None = None) -> Runtime
     guarded = [s.reveal() for s in secrets.values()]
     for inj in injections.values():
         guarded.extend(inj.headers.values())
-    return Runtime(config, tokens, injections, Redactor(guarded), len(secrets))
+        guarded.extend(inj.login[1:] if inj.login else ())
+    key = secrets[config.params_key].reveal().encode() if config.params_key else PROCESS_PARAMS_KEY
+    return Runtime(config, tokens, injections, Redactor(guarded), len(secrets), key)
 
 
 def _injection(service: Service, secrets: Mapping[str, Secret]) -> Injection:
@@ -75,6 +89,8 @@ def _injection(service: Service, secrets: Mapping[str, Secret]) -> Injection:
         return Injection({auth.name: auth.prefix + secrets[auth.credential].reveal()})
     if isinstance(auth, QueryAuth):
         return Injection(query=(auth.name, quote(secrets[auth.credential].reveal(), safe="")))
+    if isinstance(auth, LoginAuth):
+        return Injection(login=(_value(auth.username, secrets), _value(auth.password, secrets)))
     pair = f"{_value(auth.username, secrets)}:{_value(auth.password, secrets)}"
     assert isinstance(auth, BasicAuth)  # noqa: S101 - exhaustive over Auth
     return Injection({"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()})

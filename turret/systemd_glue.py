@@ -1,34 +1,86 @@
-"""systemd glue: sockets handed over by socket activation, and sd_notify messages."""
+"""systemd glue: sockets handed over by socket activation, sd_notify messages, the watchdog period.
+
+Everything here also works without systemd: no activated sockets means an empty list, no
+NOTIFY_SOCKET makes every notification a no-op, no WATCHDOG_USEC means no watchdog.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-
-import sdnotify
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from systemd import daemon  # type: ignore[attr-defined]
+from turret.errors import StartupError
 
 
-def activated_sockets() -> list[socket.socket]:
-    """The listening sockets systemd passed (LISTEN_FDS), in order; empty when not activated."""
-    fds = daemon.listen_fds(unset_environment=True)
-    return [socket.socket(fileno=fd) for fd in fds]
+@dataclass(frozen=True)
+class ActivatedSocket:
+    """A listening socket systemd passed, with its FileDescriptorName= (LISTEN_FDNAMES)."""
+
+    name: str
+    sock: socket.socket
+
+
+def activated_sockets() -> list[ActivatedSocket]:
+    """The listening stream sockets systemd passed, in order; empty when not socket-activated.
+
+    The LISTEN_* variables are removed so that no child process could take the sockets for its own.
+    A passed descriptor that is not a listening stream socket stops start-up: serving on it would
+    silently do nothing.
+    """
+    named = daemon.listen_fds_with_names(unset_environment=True)
+    for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(variable, None)  # libsystemd unset them in C; os.environ is a copy
+    result = []
+    for fd, name in sorted(named.items()):
+        if not daemon.is_socket(fd, socket.AF_UNSPEC, socket.SOCK_STREAM, 1):
+            raise StartupError(f"passed descriptor {fd} ({name}) is not a listening stream socket")
+        result.append(ActivatedSocket(name or "unknown", socket.socket(fileno=fd)))
+    return result
+
+
+def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None when not watched.
+
+    systemd sets WATCHDOG_PID to the process it watches; a value for another process (for example
+    inherited through a wrapper that did not exec) means the watchdog is not ours to feed.
+    """
+    usec, watched_pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if watched_pid and watched_pid != str(pid):
+        return None
+    return int(usec) / 2_000_000
+
+
+def monotonic_usec() -> int:
+    """CLOCK_MONOTONIC in microseconds, the clock systemd expects in MONOTONIC_USEC=."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
 class Notifier:
-    """sd_notify messages; a no-op when not started by systemd with a NOTIFY_SOCKET."""
-
-    def __init__(self) -> None:
-        self._enabled = bool(os.environ.get("NOTIFY_SOCKET"))
-        self._sender = sdnotify.SystemdNotifier() if self._enabled else None
+    """sd_notify messages (libsystemd's); a no-op when there is no NOTIFY_SOCKET."""
 
     def send(self, *lines: str) -> None:
-        if self._sender is not None:
-            self._sender.notify("\n".join(lines))
+        """Send `lines` as one datagram, so systemd sees them together."""
+        daemon.notify("\n".join(lines))
 
     def ready(self, status: str) -> None:
+        """Start-up or a reload is complete: config and credentials are loaded, sockets bound."""
         self.send("READY=1", f"STATUS={status}")
 
-    def stopping(self) -> None:
-        self.send("STOPPING=1", "STATUS=stopping")
+    def reloading(self) -> None:
+        """A reload begins; systemd (notify-reload) matches it to its SIGHUP by the timestamp."""
+        self.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}", "STATUS=reloading")
+
+    def status(self, status: str) -> None:
+        self.send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def stopping(self, status: str) -> None:
+        self.send("STOPPING=1", f"STATUS={status}")

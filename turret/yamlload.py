@@ -43,30 +43,67 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-class _Error(Exception):
-    def __init__(self, issue: ConfigIssue) -> None:
-        super().__init__(issue.message)
-        self.issue = issue
+MAX_DEPTH = 32  # a config is a few levels deep; deeper nesting only serves to exhaust the stack
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers which nodes carried a tag, an anchor or an alias, and refuses
+    nesting deeper than `MAX_DEPTH` (composing recurses once per level)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.flagged: dict[int, str] = {}
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if self.depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            return self._compose_flagged(parent, index, event)
+        finally:
+            self.depth -= 1
+
+    def _compose_flagged(
+        self, parent: yaml.Node | None, index: int, event: Any
+    ) -> yaml.Node | None:
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            problem = "YAML anchors and aliases are not allowed"
+        elif getattr(event, "tag", None) is not None:
+            problem = "YAML tags are not allowed"
+        else:
+            problem = None
+        node = super().compose_node(parent, index)
+        if problem:
+            self.flagged[id(node)] = problem
+        return node
 
 
 def read_yaml(text: str) -> Document:
-    """Parse `text` strictly; raise `YamlError` naming every problem and its line."""
+    """Parse `text` strictly; raise `YamlError` naming every problem, its path and line."""
     try:
-        _refuse_tags_and_aliases(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except _Error as exc:
-        raise YamlError([exc.issue]) from None
+        # The reader checks the characters as it is built: control characters raise here.
+        loader = _StrictLoader(text)
+    except yaml.YAMLError as exc:
+        raise YamlError([ConfigIssue("", None, f"not valid YAML: {exc}")]) from None
+    try:
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise YamlError([ConfigIssue("", line, f"not valid YAML: {exc.problem}")]) from None
     except yaml.YAMLError as exc:
         raise YamlError([ConfigIssue("", None, f"not valid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
     doc = Document(data=None)
     if node is None:
         return doc
     issues: list[ConfigIssue] = []
     try:
-        doc.data = _convert(node, "", doc, issues, yaml.SafeLoader(""))
+        doc.data = _convert(node, "", doc, issues, loader)
     except yaml.MarkedYAMLError as exc:  # a scalar no safe constructor accepts, such as "="
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise YamlError([ConfigIssue("", line, f"not valid YAML: {exc.problem}")]) from None
@@ -83,37 +120,15 @@ class YamlError(Exception):
         self.issues = issues
 
 
-_OPENS = (
-    yaml.BlockMappingStartToken,
-    yaml.BlockSequenceStartToken,
-    yaml.FlowMappingStartToken,
-    yaml.FlowSequenceStartToken,
-)
-_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
-MAX_DEPTH = 32  # a config is a few levels deep; deeper nesting only serves to exhaust the stack
-
-
-def _refuse_tags_and_aliases(text: str) -> None:
-    depth = 0
-    for token in yaml.scan(text, Loader=yaml.SafeLoader):
-        depth += isinstance(token, _OPENS) - isinstance(token, _CLOSES)
-        if depth > MAX_DEPTH:
-            raise _Error(
-                ConfigIssue("", token.start_mark.line + 1, f"nested deeper than {MAX_DEPTH}")
-            )
-        kind = {
-            yaml.TagToken: "YAML tags are not allowed",
-            yaml.AnchorToken: "YAML anchors are not allowed",
-            yaml.AliasToken: "YAML aliases are not allowed",
-        }.get(type(token))
-        if kind:
-            raise _Error(ConfigIssue("", token.start_mark.line + 1, kind))
-
-
 def _convert(
-    node: yaml.Node, path: str, doc: Document, issues: list[ConfigIssue], loader: yaml.SafeLoader
+    node: yaml.Node, path: str, doc: Document, issues: list[ConfigIssue], loader: _StrictLoader
 ) -> Data:
     doc.lines[path] = node.start_mark.line + 1
+    problem = loader.flagged.get(id(node))
+    if problem:
+        # Not descended into: an alias is never expanded, a tag never constructed.
+        issues.append(ConfigIssue(path, node.start_mark.line + 1, problem))
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Data] = {}
         for key_node, value_node in node.value:
@@ -136,7 +151,7 @@ def _convert(
     return _scalar(node, loader)
 
 
-def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Data:
+def _scalar(node: yaml.Node, loader: _StrictLoader) -> Data:
     if not isinstance(node, yaml.ScalarNode):
         return node  # a collection used as a key; reported by the caller as not a string
     return loader.construct_object(node, deep=True)

@@ -1,0 +1,53 @@
+# Turret as a Python application, callPackage style: `pkgs.callPackage ./nix/package.nix { }`.
+# The version and the dependency list come from pyproject.toml; the test suite is the check phase.
+{
+  lib,
+  python3Packages,
+}:
+let
+  pyproject = lib.importTOML ../pyproject.toml;
+in
+python3Packages.buildPythonApplication {
+  pname = "turret";
+  inherit (pyproject.project) version;
+  pyproject = true;
+
+  # Only what the build and the tests read, so editing docs or Nix files does not rebuild.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../pyproject.toml
+      ../README.md
+      ../turret
+      ../tests
+    ];
+  };
+
+  build-system = [ python3Packages.setuptools ];
+
+  dependencies = [
+    python3Packages.aiohttp
+    python3Packages.pyyaml
+    # Renamed from `systemd` to `systemd-python` in nixpkgs; accept either.
+    (python3Packages.systemd-python or python3Packages.systemd)
+  ];
+
+  nativeCheckInputs = [
+    python3Packages.pytestCheckHook
+    python3Packages.pytest-aiohttp
+    python3Packages.pytest-timeout
+  ];
+
+  # The sandbox has loopback networking, so the fake-upstream tests run; tests that need Nix
+  # itself, a real systemd or the network outside skip or are left out here.
+  disabledTestPaths = [ "tests/nix" ];
+
+  pythonImportsCheck = [ "turret" ];
+
+  meta = {
+    description = pyproject.project.description;
+    license = lib.licenses.mit;
+    mainProgram = "turret";
+    platforms = lib.platforms.linux;
+  };
+}

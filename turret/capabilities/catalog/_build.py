@@ -1,0 +1,32 @@
+"""Shorthands the catalog modules use to write capabilities compactly."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from turret.capabilities.model import Capability, Each, Field, Projection, Shape
+
+if TYPE_CHECKING:
+    from turret.config import Service
+
+
+def fields(**paths: str | Projection) -> Shape:
+    """A result shape: each keyword is an output key, its value a dotted path or projection."""
+    return Shape(
+        tuple(
+            (key, Field(tuple(value.split("."))) if isinstance(value, str) else value)
+            for key, value in paths.items()
+        )
+    )
+
+
+def each(path: str, item: Shape, limit: int | None = None) -> Each:
+    """Project every item of the list at `path` ("" for the answer itself)."""
+    return Each(tuple(path.split(".")) if path else (), item, limit)
+
+
+def capability(service: Service, kind: str, action: str, **spec: Any) -> Capability:
+    """A catalog capability of `service`, named `<service>.<action>`."""
+    return Capability(
+        name=f"{service.name}.{action}", service=service.name, origin=f"catalog:{kind}", **spec
+    )
