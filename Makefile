@@ -11,7 +11,7 @@ APT_PACKAGES := libsystemd-dev pkg-config nix-bin systemd-container debootstrap 
 BENCH_APT_PACKAGES := wrk nginx systemd
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test test-e2e lint check sysdeps setup clean bench
+.PHONY: run test test-e2e lint check sysdeps setup clean bench fuzz
 
 run: setup
 	$(PY) -m turret.demo
@@ -32,6 +32,15 @@ bench: $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+# Coverage-guided fuzzing of the request path with atheris, on demand (not part of `make test`).
+# New inputs go to a scratch directory, so the committed seed corpus stays small.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(PY) -m pip install -q -e '.[fuzz]'
+	scratch=$$(mktemp -d); \
+	$(PY) fuzz/fuzz_paths.py -max_total_time=$(FUZZ_SECONDS) $$scratch fuzz/corpus/paths; \
+	status=$$?; rm -rf $$scratch; exit $$status
 
 # systemd-python compiles against libsystemd; nix-bin (Nix 2.8) parses and evaluates nix/ in the
 # tests. Install them from apt when we can (root) and they are absent.

@@ -2,42 +2,55 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp.resolver import DefaultResolver
+from multidict import CIMultiDict
 
 from turret.audit import INFO, NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
 from turret.config import NAME, Agent
+from turret.connector import ResolverFactory, SessionPool
+from turret.echo import Redactor
 from turret.errors import (
     AuditUnavailable,
     BadRequest,
+    CredentialInRequest,
     Forbidden,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
+from turret.exfil import TokenGuard, find_secret
+from turret.httpserver import handler_args
 from turret.login import LOGINS, send_upstream
 from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
-from turret.runtime import Runtime, RuntimeHolder
-from turret.upstream import Outbound, new_session
+from turret.ratelimit import AgentLimiter
+from turret.runtime import Injection, Runtime, RuntimeHolder
+from turret.upstream import Outbound, method_override_parameter, request_headers
 
 log = logging.getLogger("turret")
 
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
 AUDITOR = web.AppKey("auditor", Auditor)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+UPSTREAMS = web.AppKey("upstreams", SessionPool)
+LIMITER = web.AppKey("limiter", AgentLimiter)
+TOKENS = web.AppKey("tokens", TokenGuard)
 REQUEST_ID = web.RequestKey("request_id", str)
 PROXY_PREFIX = "/v1/proxy/"
+SUPPORTED_HTTP = frozenset({HttpVersion10, HttpVersion11})
 
 
 @dataclass
@@ -52,13 +65,24 @@ class Stats:
 STATS = web.AppKey("stats", Stats)
 
 
-def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
-    """The Turret application; the upstream client session lives as long as the app."""
-    app = web.Application(middlewares=[error_middleware])
+def create_app(
+    holder: RuntimeHolder, auditor: Auditor, *, resolver: ResolverFactory = DefaultResolver
+) -> web.Application:
+    """The Turret application; the upstream client sessions live as long as the app.
+
+    `resolver` makes the DNS resolver whose answers the address policy checks. The server limits
+    of the config the app starts with apply until restart.
+    """
+    app = web.Application(
+        middlewares=[error_middleware],
+        handler_args=handler_args(holder.current.config.limits),
+    )
     app[RUNTIME] = holder
     app[AUDITOR] = auditor
     app[STATS] = Stats()
-    app.cleanup_ctx.append(_client_session)
+    app[LIMITER] = AgentLimiter()
+    app[TOKENS] = TokenGuard()
+    app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
     app.router.add_get("/v1/whoami", handle_whoami)
     # Everything under the prefix reaches the handler, which reads the raw target itself: the
     # router sees a decoded path, and what it decoded must not decide anything.
@@ -69,10 +93,12 @@ def create_app(holder: RuntimeHolder, auditor: Auditor) -> web.Application:
     return app
 
 
-async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    async with new_session() as session:
-        app[SESSION] = session
+async def _client_sessions(app: web.Application, resolver: ResolverFactory) -> AsyncIterator[None]:
+    pool = app[UPSTREAMS] = SessionPool(resolver())
+    try:
         yield
+    finally:
+        await pool.close()
 
 
 def error_body(code: str, message: str, request_id: str) -> dict[str, object]:
@@ -90,6 +116,7 @@ async def error_middleware(
     stats = request.app[STATS]
     stats.in_flight += 1
     try:
+        _check_version(request)
         response = await handler(request)
     except web.HTTPException as exc:
         response = _error_response(_from_http(exc), request_id)
@@ -110,6 +137,12 @@ async def error_middleware(
     return response
 
 
+def _check_version(request: web.Request) -> None:
+    if request.version not in SUPPORTED_HTTP:
+        # HTTP/0.9 has no framing at all; other parsers would read the bytes differently.
+        raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
+
+
 def _from_http(exc: web.HTTPException) -> RequestError:
     if exc.status == 405:
         return MethodNotAllowed("method not allowed for this endpoint")
@@ -121,7 +154,10 @@ def _from_http(exc: web.HTTPException) -> RequestError:
 
 
 def _error_response(exc: RequestError, request_id: str) -> web.Response:
-    return web.json_response(error_body(exc.code, exc.message, request_id), status=exc.status)
+    response = web.json_response(error_body(exc.code, exc.message, request_id), status=exc.status)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @dataclass
@@ -131,9 +167,15 @@ class Audit:
     auditor: Auditor
     fields: Fields
     started: float = field(default_factory=time.monotonic)
+    # Redacts secrets an agent put in what gets recorded (a token pasted into a path).
+    scrub: Callable[[str], str] = str
+
+    def _record(self, event: Event, message: str, fields: Fields, priority: int = 6) -> None:
+        clean = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        self.auditor.record(event, self.scrub(message), clean, priority=priority)
 
     def decision(self, decision: Decision, status: int | None = None) -> None:
-        self.auditor.record(
+        self._record(
             Event.DECISION,
             f"{self.fields.get('TURRET_AGENT') or '-'}: {'allow' if decision.allowed else 'deny'}"
             f" - {decision.reason}",
@@ -150,7 +192,7 @@ class Audit:
 
     def outcome(self, status: int, reason: str, extra: Fields) -> None:
         ms = round((time.monotonic() - self.started) * 1000, 3)
-        self.auditor.record(
+        self._record(
             Event.OUTCOME,
             f"{self.fields.get('TURRET_AGENT')}: {status} {reason}",
             {
@@ -164,10 +206,13 @@ class Audit:
 
 
 def authenticate(request: web.Request, runtime: Runtime) -> Agent:
-    token = bearer_token(request.headers.get("Authorization"))
+    values = request.headers.getall("Authorization", [])
+    # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
+    token = bearer_token(values[0]) if len(values) == 1 else None
     agent = runtime.tokens.agent_for(token) if token else None
-    if agent is None:
+    if agent is None or token is None:
         raise Unauthorized("missing or invalid agent token")
+    request.app[TOKENS].remember(token)  # from now on, no request may carry it upstream
     return agent
 
 
@@ -188,6 +233,12 @@ async def handle_whoami(request: web.Request) -> web.Response:
         audit.decision(Decision(False, exc.reason), exc.status)
         raise
     audit.fields["TURRET_AGENT"] = agent.name
+    try:
+        with request.app[LIMITER].slot(agent.name, agent.limits):
+            pass  # whoami is cheap: it only spends rate
+    except RequestError as exc:
+        audit.decision(Decision(False, exc.reason), exc.status)
+        raise
     audit.decision(Decision(True, "whoami"), 200)
     grants = [
         {"service": g.service, "methods": sorted(g.methods), "paths": [p.pattern for p in g.paths]}
@@ -208,10 +259,31 @@ async def handle_proxy(request: web.Request) -> web.Response:
             "TURRET_METHOD": request.method,
             "TURRET_PATH": raw_path,
         },
+        scrub=lambda text: scrub(text, runtime.redactor, request.app[TOKENS]),
     )
+    limiter = request.app[LIMITER]
     try:
         agent = authenticate(request, runtime)
         audit.fields["TURRET_AGENT"] = agent.name
+        limiter.acquire(agent.name, agent.limits)
+    except RequestError as exc:
+        audit.decision(Decision(False, exc.reason), exc.status)
+        raise
+    try:
+        return await _proxy(request, runtime, agent, audit, (raw_service, raw_path, query))
+    finally:
+        limiter.release(agent.name)
+
+
+async def _proxy(
+    request: web.Request,
+    runtime: Runtime,
+    agent: Agent,
+    audit: Audit,
+    target: tuple[str, str, str],
+) -> web.Response:
+    raw_service, raw_path, query = target
+    try:
         path = canonical_path(raw_path)
         audit.fields["TURRET_PATH"] = path.encoded
         service = runtime.config.services.get(raw_service) if NAME.fullmatch(raw_service) else None
@@ -221,13 +293,15 @@ async def handle_proxy(request: web.Request) -> web.Response:
         raise
     if not decision.allowed or service is None:
         audit.decision(decision, 403)
-        raise Forbidden(decision.reason)
+        raise Forbidden(audit.scrub(decision.reason))
     audit.decision(decision)
     try:
-        body = await read_body(request, service.max_request_bytes)
+        limits = runtime.config.limits
+        body = await read_body(request, service.max_request_bytes, limits.body_timeout)
         out = Outbound(request.method, path, query, request.headers, body)
+        refuse_secrets(request, runtime, out)
         result = await send_upstream(
-            request.app[SESSION], request.app[LOGINS], service, runtime, out
+            request.app[UPSTREAMS], request.app[LOGINS], service, runtime, out
         )
     except RequestError as exc:
         audit.outcome(exc.status, exc.reason, {"TURRET_BYTES_IN": request.content_length})
@@ -245,6 +319,45 @@ async def handle_proxy(request: web.Request) -> web.Response:
     return web.Response(status=result.status, headers=result.headers, body=result.body)
 
 
+def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
+    """`text` with every credential and every known agent token redacted."""
+    text = redactor.redact_text(text)[0]
+    return tokens.redactor.redact_text(text)[0]
+
+
+def refuse_secret_body(request: web.Request, runtime: Runtime, body: bytes) -> None:
+    """Raise `CredentialInRequest` if `body` (a capability's parameters) carries a secret."""
+    guards = (runtime.redactor, request.app[TOKENS].redactor)
+    if find_secret(guards, path="", query="", headers=CIMultiDict(), body=body) is not None:
+        raise CredentialInRequest(
+            "request carries a credential or agent token and was not forwarded",
+            reason="exfiltration guard: credential material in the parameters",
+        )
+
+
+def refuse_secrets(request: web.Request, runtime: Runtime, out: Outbound) -> None:
+    """Raise `CredentialInRequest` if `out` carries a credential or an agent token, and
+    `Forbidden` if it carries a method override the upstream might obey."""
+    override = method_override_parameter(out.query, out.body, request.content_type)
+    if override is not None:
+        raise Forbidden(
+            "method override parameters are not allowed",
+            reason=f"method override parameter {override!r} refused",
+        )
+    where = find_secret(
+        (runtime.redactor, request.app[TOKENS].redactor),
+        path=out.path.encoded,
+        query=out.query,
+        headers=request_headers(out.headers, Injection()),
+        body=out.body,
+    )
+    if where is not None:
+        raise CredentialInRequest(
+            "request carries a credential or agent token and was not forwarded",
+            reason=f"exfiltration guard: credential material in the {where}",
+        )
+
+
 def split_target(raw_target: str) -> tuple[str, str, str]:
     """Split the raw request target `/v1/proxy/SERVICE/PATH?QUERY` without decoding it."""
     target, _, query = raw_target.partition("?")
@@ -254,10 +367,19 @@ def split_target(raw_target: str) -> tuple[str, str, str]:
     return service, "/" + rest, query
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds `limit` bytes."""
+async def read_body(request: web.Request, limit: int, within: float) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes (counted after
+    decompression) and with 408 if it has not arrived within `within` seconds."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(within):
+            return await _read_limited(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"request body did not arrive within {within:g} s") from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):

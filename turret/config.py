@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from turret import limit_settings
 from turret.capabilities import settings as capability_settings
 from turret.capabilities.model import Capability, CapabilityGrant, DenyRule, Group
 from turret.errors import ConfigError, ConfigIssue
+from turret.netpolicy import AddressPolicy, parse_host
 from turret.paths import PathGlob, compile_glob
+from turret.ratelimit import AgentLimits, ServerLimits
 from turret.yamlload import Document, YamlError, join, read_yaml
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -87,6 +90,8 @@ class Service:
     max_response_bytes: int = 4 << 20
     kind: str | None = None  # a catalog kind: the service gets that kind's capabilities
     node: str | None = None  # Proxmox: the node capabilities use by default
+    # Checked for DNS names on every connection; IP literals are used as written.
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class Agent:
     deny: tuple[DenyRule, ...] = ()
     report: bool = False  # log what enforcement would deny, but allow it (for rollout)
     groups: tuple[Group, ...] = ()  # the groups whose agent globs match this agent
+    limits: AgentLimits = field(default_factory=AgentLimits)
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ class Config:
     capabilities: Mapping[str, Capability] = field(default_factory=dict)
     groups: Mapping[str, Group] = field(default_factory=dict)
     params_key: str | None = None  # credential keying the audit's parameter hashes
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
     def credential_uses(self) -> dict[str, str]:
         """Every credential name the config references, mapped to how it is used.
@@ -230,7 +237,16 @@ class _Checker:
             "",
             {} if data is None else data,
             set(),
-            {"listen", "credentials_dir", "services", "agents", "capabilities", "groups", "audit"},
+            {
+                "listen",
+                "credentials_dir",
+                "services",
+                "agents",
+                "capabilities",
+                "groups",
+                "audit",
+                "limits",
+            },
         )
         if top is None:
             return None
@@ -243,15 +259,18 @@ class _Checker:
         services = self.named("services", top.get("services"), self.service)
         caps = capability_settings.read_capabilities(self, top.get("capabilities"), services)
         groups = capability_settings.read_groups(self, top.get("groups"), caps, services)
+        limits = limit_settings.read_limits(self, top.get("limits", {}))
         agents = self.named(
-            "agents", top.get("agents"), lambda p, n, b: self.agent(p, n, b, services, caps)
+            "agents",
+            top.get("agents"),
+            lambda p, n, b: self.agent(p, n, b, services, caps, limits=limits.agent),
         )
         agents = {
             n: replace(a, groups=capability_settings.groups_of(n, groups))
             for n, a in agents.items()
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
-        return Config(listen, creds_dir, services, agents, caps, groups, params_key)
+        return Config(listen, creds_dir, services, agents, caps, groups, params_key, limits)
 
     def listen(self, path: str, value: Any) -> str | None:
         text = self.string(path, value)
@@ -269,7 +288,14 @@ class _Checker:
     def service(self, path: str, name: str, body: Any) -> Service | None:
         if not NAME.fullmatch(name):
             self.fail(path, f"service name must match {NAME.pattern}")
-        keys = {"timeout", "max_request_bytes", "max_response_bytes", "kind", "node"}
+        keys = {
+            "timeout",
+            "max_request_bytes",
+            "max_response_bytes",
+            "kind",
+            "node",
+            "allow_networks",
+        }
         svc = self.mapping(path, body, {"url", "auth"}, keys)
         if svc is None:
             return None
@@ -294,6 +320,9 @@ class _Checker:
                 integer=True,
             ),
         }
+        policy = limit_settings.read_address_policy(
+            self, join(path, "allow_networks"), svc.get("allow_networks", [])
+        )
         kind, node = capability_settings.read_kind_and_node(self, path, svc, auth)
         if url is None or auth is None or None in limits.values() or kind is False:
             return None
@@ -306,6 +335,7 @@ class _Checker:
             limits["max_response_bytes"],
             kind or None,
             node,
+            policy,
         )
 
     def url(self, path: str, value: Any) -> str | None:
@@ -339,6 +369,14 @@ class _Checker:
             if bad:
                 self.fail(path, message)
                 return None
+        hostport = parts.netloc
+        host = hostport[: hostport.index("]") + 1] if "]" in hostport else hostport.split(":")[0]
+        try:
+            checked = parse_host(host)
+        except ValueError as exc:
+            self.fail(path, f"host {exc}")
+            return None
+        netloc = checked.name + (f":{port}" if port is not None else "")
         base = parts.path.rstrip("/")
         if base:
             try:
@@ -346,7 +384,7 @@ class _Checker:
             except ValueError as exc:
                 self.fail(path, f"base path {exc}")
                 return None
-        return f"{parts.scheme}://{parts.netloc}{base}"
+        return f"{parts.scheme}://{netloc}{base}"
 
     def auth(self, path: str, value: Any) -> Auth | None:
         kinds = {"bearer", "basic", "header", "query", "login"}
@@ -408,10 +446,13 @@ class _Checker:
         body: Any,
         services: dict[str, Service],
         caps: Mapping[str, Capability],
+        *,
+        limits: AgentLimits,
     ) -> Agent | None:
         if not AGENT_NAME.fullmatch(name):
             self.fail(path, f"agent name must match {AGENT_NAME.pattern}")
         keys = {"token_sha256", "token_credential", "proxy", "capabilities", "deny", "report"}
+        keys.add("limits")
         a = self.mapping(path, body, set(), keys)
         if a is None:
             return None
@@ -438,10 +479,15 @@ class _Checker:
         report = a.get("report", False)
         if not isinstance(report, bool):
             self.fail(join(path, "report"), "must be true or false")
+        agent_limits = limit_settings.read_agent_limits(
+            self, join(path, "limits"), a.get("limits", {}), limits
+        )
         if digest is None and cred is None:
             return None
         proxy = tuple(g for g in grants if g is not None)
-        return Agent(name, digest, cred, proxy, capabilities, deny, report is True)
+        return Agent(
+            name, digest, cred, proxy, capabilities, deny, report is True, limits=agent_limits
+        )
 
     def grant(self, path: str, value: Any, services: dict[str, Service]) -> ProxyGrant | None:
         g = self.mapping(path, value, {"service", "methods", "paths"}, set())

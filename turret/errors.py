@@ -86,8 +86,18 @@ class NotFound(RequestError):
     status, code = 404, "not_found"
 
 
+class CredentialInRequest(Forbidden):
+    """The request carries a credential or agent token (exfiltration guard)."""
+
+    code = "credential_in_request"
+
+
 class MethodNotAllowed(RequestError):
     status, code = 405, "method_not_allowed"
+
+
+class RequestTimeout(RequestError):
+    status, code = 408, "request_timeout"
 
 
 class PayloadTooLarge(RequestError):
@@ -98,6 +108,16 @@ class UnprocessableEntity(RequestError):
     """Well-formed JSON whose values a capability does not accept; the message names the key."""
 
     status, code = 422, "invalid_params"
+
+
+class TooManyRequests(RequestError):
+    """Over the agent's rate or concurrency limit; answered with `Retry-After`."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 class BadGateway(RequestError):

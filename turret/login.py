@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from turret.config import Service
+from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout
 from turret.runtime import Injection, Runtime
@@ -77,13 +78,17 @@ LOGINS = web.AppKey("logins", LoginSessions)
 
 
 async def send_upstream(
-    http: aiohttp.ClientSession,
+    pool: SessionPool,
     sessions: LoginSessions,
     service: Service,
     runtime: Runtime,
     out: Outbound,
 ) -> UpstreamResponse:
-    """Forward `out` to `service` with its credential, logging in first where it needs that."""
+    """Forward `out` to `service` with its credential, logging in first where it needs that.
+
+    The client session is the one for the service's address policy, so the login goes through
+    the same address checks as the request."""
+    http = pool.session_for(service.address_policy)
     injection = runtime.injections[service.name]
     if injection.login is None:
         return await forward(http, service, injection, runtime.redactor, out)

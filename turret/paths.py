@@ -9,6 +9,7 @@ guessed at: dot segments in any encoding, empty segments, encoded separators, co
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
@@ -63,6 +64,10 @@ def _segment(raw: str) -> str:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("path segment is not valid UTF-8") from None
+    if not text.isascii():
+        # Upstreams that apply Unicode compatibility normalisation read FULLWIDTH FULL STOP
+        # twice as ".." and FULLWIDTH SOLIDUS as "/": judge the segment as they would see it.
+        _check_decoded(unicodedata.normalize("NFKC", text).encode("utf-8"))
     # An upstream or a framework in front of it may decode again: what the next levels of
     # decoding would reveal must be as harmless as the first.
     deeper = value

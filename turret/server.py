@@ -25,6 +25,7 @@ from turret.app import STATS, create_app
 from turret.audit import ERR, Auditor, Event
 from turret.config import Config, read_config
 from turret.errors import AuditUnavailable, ConfigError, StartupError
+from turret.httpserver import TurretRunner
 from turret.runtime import Runtime, RuntimeHolder, build_runtime
 from turret.systemd_glue import Notifier, activated_sockets, watchdog_interval
 
@@ -83,8 +84,9 @@ class Gateway:
         self.stopping = False
 
     async def run(self, signals: _SignalQueue) -> None:
-        runner = web.AppRunner(
+        runner = TurretRunner(
             self.app,
+            max_connections=self.holder.current.config.limits.max_connections,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.options.shutdown_timeout,

@@ -7,6 +7,7 @@ truncated 200.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -16,6 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from turret.config import Service
+from turret.connector import AddressRefused
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout
 from turret.paths import CanonicalPath
@@ -42,9 +44,16 @@ DROP_REQUEST = HOP_BY_HOP | {
     "forwarded",
     "x-real-ip",
     "content-length",
+    # Turret's server decodes a compressed request body (so the exfiltration guard and the size
+    # limit see what it holds) and sends it upstream decoded.
+    "content-encoding",
     "accept-encoding",
     "expect",
     "x-request-id",
+    # Method overrides would let a GET grant act as DELETE on upstreams that honour them.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 }
 DROP_RESPONSE = HOP_BY_HOP | {
     "set-cookie",
@@ -75,25 +84,16 @@ class UpstreamResponse:
     redactions: int
 
 
-def new_session() -> aiohttp.ClientSession:
-    """The pooled client: no proxy settings from the environment, no cookie jar shared by agents."""
-    return aiohttp.ClientSession(
-        trust_env=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
-        auto_decompress=True,
-    )
-
-
 def _dropped(name: str, extra: Iterable[str]) -> bool:
-    lower = name.lower()
+    # CGI-style upstreams read "X_Api_Key" as "X-Api-Key": compare names the way they do.
+    lower = name.lower().replace("_", "-")
     return lower.startswith(("proxy-", "x-forwarded-")) or lower in extra
 
 
 def request_headers(incoming: CIMultiDictProxy[str], injection: Injection) -> CIMultiDict[str]:
     """The caller's headers minus every forbidden one, plus the injected credential."""
     named = {t.strip().lower() for v in incoming.getall("Connection", []) for t in v.split(",")}
-    injected = {n.lower() for n in injection.headers}
+    injected = {n.lower().replace("_", "-") for n in injection.headers}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         if not _dropped(name, DROP_REQUEST | named | injected):
@@ -102,15 +102,38 @@ def request_headers(incoming: CIMultiDictProxy[str], injection: Injection) -> CI
     return out
 
 
+_OVERRIDE_PARAMS = frozenset({"_method", "x-http-method-override", "_http_method"})
+
+
+def method_override_parameter(query: str, body: bytes, content_type: str) -> str | None:
+    """The name of a method-override parameter (`_method=DELETE`) in the query or a form body.
+
+    Frameworks such as Rails, Laravel and Express's methodOverride read these as the real
+    method, which would let a grant for POST act as DELETE.
+    """
+    sources = [query]
+    form = "application/x-www-form-urlencoded"
+    if content_type.split(";", maxsplit=1)[0].strip().lower() == form:
+        sources.append(body.decode("latin-1"))
+    for source in sources:
+        for part in re.split("[&;]", source):
+            name = unquote_plus(part.partition("=")[0]).strip().lower()
+            if name in _OVERRIDE_PARAMS:
+                return name
+    return None
+
+
 def upstream_query(raw_query: str, injection: Injection) -> str:
     """The query string to send: the caller's, minus any parameter named like the injected one."""
     if injection.query is None:
         return raw_query
     name, value = injection.query
+    # Some servers also split on ";" and read "key[]" or "key[x]" as "key": a parameter any of
+    # them would take for the injected one is dropped.
     kept = [
         p
-        for p in raw_query.split("&")
-        if p and unquote_plus(p.partition("=")[0]).lower() != name.lower()
+        for p in re.split("[&;]", raw_query)
+        if p and unquote_plus(p.partition("=")[0]).partition("[")[0].lower() != name.lower()
     ]
     return "&".join([*kept, f"{name}={value}"])
 
@@ -124,6 +147,9 @@ def response_headers(
     total = 0
     for name, value in incoming.items():
         if _dropped(name, DROP_RESPONSE | named):
+            continue
+        if redactor.redact_text(name)[1]:
+            total += 1  # a header whose very name carries a credential is dropped whole
             continue
         if name.lower() == "location":
             clean, n = redactor.redact_text(_without_userinfo(value))
@@ -173,7 +199,17 @@ async def forward(
         raise GatewayTimeout(
             f"service {service.name!r} did not answer within {service.timeout:g} s"
         ) from None
-    except aiohttp.ClientError as exc:
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressRefused):
+            raise BadGateway(
+                f"service {service.name!r} resolves to an address its policy does not allow",
+                reason=f"address policy refused: {exc.os_error}",
+            ) from None
+        raise BadGateway(
+            f"service {service.name!r} could not be reached",
+            reason=f"upstream failure: {type(exc).__name__}",
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
         raise BadGateway(
             f"service {service.name!r} could not be reached or sent an invalid response",
             reason=f"upstream failure: {type(exc).__name__}",

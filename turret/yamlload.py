@@ -43,15 +43,33 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+MAX_DEPTH = 32  # a config is a few levels deep; deeper nesting only serves to exhaust the stack
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers which nodes carried a tag, an anchor or an alias."""
+    """A SafeLoader that remembers which nodes carried a tag, an anchor or an alias, and refuses
+    nesting deeper than `MAX_DEPTH` (composing recurses once per level)."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.flagged: dict[int, str] = {}
+        self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
+        if self.depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            return self._compose_flagged(parent, index, event)
+        finally:
+            self.depth -= 1
+
+    def _compose_flagged(
+        self, parent: yaml.Node | None, index: int, event: Any
+    ) -> yaml.Node | None:
         if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
             problem = "YAML anchors and aliases are not allowed"
         elif getattr(event, "tag", None) is not None:
@@ -66,7 +84,11 @@ class _StrictLoader(yaml.SafeLoader):
 
 def read_yaml(text: str) -> Document:
     """Parse `text` strictly; raise `YamlError` naming every problem, its path and line."""
-    loader = _StrictLoader(text)
+    try:
+        # The reader checks the characters as it is built: control characters raise here.
+        loader = _StrictLoader(text)
+    except yaml.YAMLError as exc:
+        raise YamlError([ConfigIssue("", None, f"not valid YAML: {exc}")]) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -80,7 +102,11 @@ def read_yaml(text: str) -> Document:
     if node is None:
         return doc
     issues: list[ConfigIssue] = []
-    doc.data = _convert(node, "", doc, issues, loader)
+    try:
+        doc.data = _convert(node, "", doc, issues, loader)
+    except yaml.MarkedYAMLError as exc:  # a scalar no safe constructor accepts, such as "="
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise YamlError([ConfigIssue("", line, f"not valid YAML: {exc.problem}")]) from None
     if issues:
         raise YamlError(issues)
     return doc

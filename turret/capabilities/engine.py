@@ -10,13 +10,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from turret.audit import Fields
 from turret.capabilities.model import JSON, Capability, Params
 from turret.capabilities.projection import needs_body, project
 from turret.capabilities.template import build_request
+from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, PayloadTooLarge, UpstreamStatus
 from turret.login import LoginSessions, send_upstream
@@ -53,7 +53,7 @@ def audit_fields(capability: Capability, params: Params, key: bytes) -> Fields:
 
 
 async def run_capability(
-    http: aiohttp.ClientSession,
+    pool: SessionPool,
     sessions: LoginSessions,
     runtime: Runtime,
     capability: Capability,
@@ -66,7 +66,7 @@ async def run_capability(
         raise PayloadTooLarge(f"the request would be larger than {service.max_request_bytes} bytes")
     headers = CIMultiDictProxy(CIMultiDict(outgoing.headers))
     out = Outbound(outgoing.method, outgoing.path, outgoing.query, headers, outgoing.body)
-    response = await send_upstream(http, sessions, service, runtime, out)
+    response = await send_upstream(pool, sessions, service, runtime, out)
     if not 200 <= response.status < 300:
         raise UpstreamStatus(f"{capability.name}: the service answered HTTP {response.status}")
     if capability.ok_text is not None and response.body.strip() != capability.ok_text.encode():

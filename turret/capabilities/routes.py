@@ -12,12 +12,14 @@ from aiohttp import web
 
 from turret.app import (
     AUDITOR,
+    LIMITER,
     REQUEST_ID,
     RUNTIME,
-    SESSION,
+    UPSTREAMS,
     Audit,
     authenticate,
     read_body,
+    refuse_secret_body,
 )
 from turret.capabilities.engine import audit_fields, run_capability
 from turret.capabilities.model import JSON, Capability
@@ -62,10 +64,12 @@ def _audit(request: web.Request, path: str) -> Audit:
 def _authenticated(request: web.Request, audit: Audit, runtime: Runtime) -> Agent:
     try:
         agent = authenticate(request, runtime)
+        audit.fields["TURRET_AGENT"] = agent.name
+        with request.app[LIMITER].slot(agent.name, agent.limits):
+            pass  # charges the agent's rate; a call also holds a slot while it runs
     except RequestError as exc:
         audit.decision(Decision(False, exc.reason), exc.status)
         raise
-    audit.fields["TURRET_AGENT"] = agent.name
     return agent
 
 
@@ -118,7 +122,9 @@ async def handle_call(request: web.Request) -> web.Response:
     agent = _authenticated(request, audit, runtime)
     try:
         capability = _capability(runtime, raw_name)
-        params = validate_params(capability, parse_object(await read_body(request, MAX_BODY_BYTES)))
+        raw = await read_body(request, MAX_BODY_BYTES, runtime.config.limits.body_timeout)
+        refuse_secret_body(request, runtime, raw)
+        params = validate_params(capability, parse_object(raw))
         audit.fields.update(audit_fields(capability, params, runtime.params_key))
         decision = decide_capability(agent, capability, params)
     except RequestError as exc:
@@ -129,9 +135,10 @@ async def handle_call(request: web.Request) -> web.Response:
         raise Forbidden(decision.reason)
     audit.decision(decision)
     try:
-        done = await run_capability(
-            request.app[SESSION], request.app[LOGINS], runtime, capability, params
-        )
+        with request.app[LIMITER].slot(agent.name, agent.limits, spend=False):
+            done = await run_capability(
+                request.app[UPSTREAMS], request.app[LOGINS], runtime, capability, params
+            )
     except RequestError as exc:
         audit.outcome(exc.status, exc.reason, {})
         raise
@@ -155,7 +162,8 @@ async def handle_explain(request: web.Request) -> web.Response:
     audit = _audit(request, "/v1/explain")
     agent = _authenticated(request, audit, runtime)
     try:
-        body = parse_object(await read_body(request, MAX_BODY_BYTES))
+        limits = runtime.config.limits
+        body = parse_object(await read_body(request, MAX_BODY_BYTES, limits.body_timeout))
         decision = _explained(runtime, agent, audit, body)
     except RequestError as exc:
         audit.decision(Decision(False, exc.reason), exc.status)

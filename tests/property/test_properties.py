@@ -1,0 +1,229 @@
+"""Property-based tests: the path canonicaliser, glob matcher, address classifier, config loader.
+
+No input crashes them, canonical forms are stable, and nothing that escapes a grant is allowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import posixpath
+import unicodedata
+from typing import Any
+from urllib.parse import unquote
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from turret.config import load_config
+from turret.errors import BadRequest, ConfigError
+from turret.netpolicy import AddressPolicy, classify, embedded_ipv4, parse_host
+from turret.paths import CanonicalPath, canonical_path, compile_glob
+
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Pieces attackers combine: separators, dots and their encodings, escapes, unicode look-alikes.
+PIECES = st.sampled_from(
+    [
+        "a",
+        "me",
+        "x",
+        "admin",
+        ".",
+        "..",
+        "/",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%2F",
+        "%5c",
+        "%25",
+        "%252e",
+        "%00",
+        "%0a",
+        ";",
+        "%3b",
+        "+",
+        "~",
+        "%c0%ae",
+        "%ef%bc%8e",
+        "%e2%80%a5",
+        "\\",
+        "%ff",
+        "%",
+        "%zz",
+        "@",
+        ":",
+        "*",
+        "%ef%bc%8f",
+    ]
+)
+RAW_PATHS = st.lists(PIECES, max_size=12).map(lambda parts: "/" + "".join(parts))
+
+
+def _canonical(raw: str) -> CanonicalPath | None:
+    try:
+        return canonical_path(raw)
+    except BadRequest:
+        return None
+
+
+@FAST
+@given(st.text(max_size=60))
+def test_canonical_path_never_crashes_on_any_text(raw: str) -> None:
+    _canonical(raw)
+    _canonical("/" + raw)
+
+
+@FAST
+@given(RAW_PATHS)
+def test_canonical_path_is_stable(raw: str) -> None:
+    path = _canonical(raw)
+    if path is not None:
+        again = canonical_path(path.encoded)
+        assert again == path and again.encoded == path.encoded
+
+
+@FAST
+@given(RAW_PATHS)
+def test_canonical_path_has_no_traversal_at_any_decoding_depth(raw: str) -> None:
+    path = _canonical(raw)
+    if path is None:
+        return
+    text = path.encoded
+    for _ in range(4):
+        for form in (text, unicodedata.normalize("NFKC", text)):
+            segments = form.split("/")[1:]
+            assert "." not in segments and ".." not in segments
+            assert posixpath.normpath(form) == form or form == "/"
+        text = unquote(text)
+
+
+@FAST
+@given(RAW_PATHS)
+def test_glob_grant_never_allows_an_escape(tail: str) -> None:
+    """A path allowed by `/api/v1/repos/me/*` is exactly one segment under that prefix, however
+    the rest was written."""
+    glob = compile_glob("/api/v1/repos/me/*")
+    path = _canonical("/api/v1/repos/me" + tail)
+    if path is not None and glob.matches(path):
+        assert path.segments[:4] == ("api", "v1", "repos", "me") and len(path.segments) == 5
+        decoded = unquote(unquote(path.encoded))
+        assert posixpath.normpath(decoded).startswith("/api/v1/repos/me/")
+
+
+SEGMENT = st.text(alphabet="abc*", min_size=1, max_size=4).filter(lambda s: "**" not in s)
+
+
+@FAST
+@given(
+    st.lists(st.one_of(SEGMENT, st.just("**")), max_size=5),
+    st.lists(st.sampled_from("abc"), max_size=6),
+)
+def test_glob_matches_like_a_reference_regex(parts: list[str], segs: list[str]) -> None:
+    import re  # noqa: PLC0415 - the reference is local to this test
+
+    pattern = "/" + "/".join(parts)
+    glob = compile_glob(pattern)
+    regex = "".join(
+        "(?:/[^/]*)*" if p == "**" else "/" + "[^/]*".join(re.escape(x) for x in p.split("*"))
+        for p in parts
+    )
+    path = CanonicalPath(tuple(segs))
+    reference = "".join("/" + s for s in segs)  # the root is "" here, not "/"
+    assert glob.matches(path) == bool(re.fullmatch(regex, reference))
+
+
+IPV4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
+IPV6 = st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)
+
+
+@FAST
+@given(IPV4)
+def test_classifier_treats_mapped_forms_as_the_ipv4(addr: ipaddress.IPv4Address) -> None:
+    mapped = ipaddress.IPv6Address(f"::ffff:{addr}")
+    assert classify(mapped) == classify(addr)
+    policy = AddressPolicy()
+    assert (policy.refusal(mapped) is None) == (policy.refusal(addr) is None)
+    if classify(addr) is not None:
+        for wrapper in (f"64:ff9b::{addr}", f"2002:{int(addr) >> 16:x}:{int(addr) & 0xFFFF:x}::1"):
+            assert classify(ipaddress.IPv6Address(wrapper)) is not None, wrapper
+
+
+@FAST
+@given(st.one_of(IPV4, IPV6))
+def test_classifier_public_means_globally_routable(addr: Any) -> None:
+    """Whatever the classifier lets through is not loopback, private, link-local, multicast or
+    unspecified, nor hides such an address."""
+    if classify(addr) is not None:
+        return
+    for a in [addr, *(embedded_ipv4(addr) if addr.version == 6 else [])]:
+        assert not (a.is_loopback or a.is_link_local or a.is_multicast or a.is_unspecified)
+        assert (
+            not a.is_private
+            or a.is_global
+            or (a.version == 6 and a in ipaddress.ip_network("2001::/32"))
+        )
+
+
+@FAST
+@given(st.text(max_size=40))
+def test_parse_host_never_crashes(text: str) -> None:
+    try:
+        host = parse_host(text)
+    except ValueError:
+        return
+    assert parse_host(host.name) == host  # stable
+
+
+JSONISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 70000)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(
+    [
+        "services",
+        "agents",
+        "limits",
+        "listen",
+        "url",
+        "auth",
+        "bearer",
+        "proxy",
+        "paths",
+        "methods",
+        "allow_networks",
+        "token_sha256",
+        "service",
+        "max_connections",
+        "agent",
+        "timeout",
+    ]
+)
+CONFIGISH = st.recursive(
+    JSONISH, lambda inner: st.dictionaries(KEYS, inner, max_size=5), max_leaves=25
+)
+
+
+@FAST
+@given(CONFIGISH)
+def test_config_loader_only_ever_raises_config_error(data: Any) -> None:
+    try:
+        load_config(yaml.safe_dump(data))
+    except ConfigError as exc:
+        assert all(issue.message for issue in exc.issues)
+
+
+@FAST
+@given(st.text(max_size=200))
+def test_config_loader_survives_arbitrary_text(text: str) -> None:
+    with contextlib.suppress(ConfigError):
+        load_config(text)

@@ -1,0 +1,112 @@
+"""The hardened HTTP server: parser limits, timeouts, a connection cap, safe parser-error logs.
+
+aiohttp's C parser (llhttp) already refuses ambiguous framing (Content-Length with
+Transfer-Encoding, duplicate or malformed Content-Length, unknown or repeated transfer codings,
+bad chunk sizes, bare LF, obs-fold, NUL/CR in values), answers 400 and closes the connection; the
+adversarial suite pins that behaviour. This module sets the limits around it:
+
+- request line, header field and header count limits (`limits.max_url_bytes`, ...);
+- `limits.header_timeout`: a connection must deliver a complete request head within it, from
+  when it opens and after each response (aiohttp's keep-alive timer closes a connection whose
+  handler is still waiting for a message, which is exactly a slow head);
+- `limits.max_connections`: connections beyond it are answered 503 and closed at once.
+
+Parser errors quote the offending bytes, which may hold an agent's token; they are logged here
+by exception type only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from turret.ratelimit import ServerLimits
+
+HTTP_LOG = logging.getLogger("turret.http")
+_LINGER_SECONDS = 2.0  # how long an unread request body is drained after an early answer
+
+
+class _ParserErrorFilter(logging.Filter):
+    """Log a refused malformed request by its exception type, never by the bytes it quotes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "refused malformed HTTP request (%s)"
+            record.args = (type(exc).__name__,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+HTTP_LOG.addFilter(_ParserErrorFilter())
+
+
+def handler_args(limits: ServerLimits) -> dict[str, Any]:
+    """Keyword arguments for aiohttp's per-connection protocol (`Application(handler_args=)`)."""
+    return {
+        "max_line_size": limits.max_url_bytes,
+        "max_field_size": limits.max_header_bytes,
+        "max_headers": limits.max_headers,
+        "keepalive_timeout": limits.header_timeout,
+        "lingering_time": min(_LINGER_SECONDS, limits.body_timeout),
+        "logger": HTTP_LOG,
+    }
+
+
+_BUSY_BODY = json.dumps(
+    {
+        "ok": False,
+        "error": {"code": "unavailable", "message": "too many connections", "request_id": ""},
+    }
+).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+class _Busy(asyncio.Protocol):
+    """Answers 503 and closes: the protocol of a connection over the cap."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets only
+        transport.write(_BUSY)
+        transport.close()
+
+
+class _CappedFactory:
+    """The protocol factory the listening sockets use: aiohttp's, up to `limit` connections."""
+
+    def __init__(self, server: web.Server, limit: int) -> None:
+        self._server = server
+        self._limit = limit
+
+    def __call__(self) -> asyncio.Protocol:
+        if len(self._server.connections) >= self._limit:
+            HTTP_LOG.warning("connection refused: %d connections open", self._limit)
+            return _Busy()
+        return self._server()
+
+
+class TurretRunner(web.AppRunner):
+    """An `AppRunner` whose sites accept at most `max_connections` connections at once."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._max_connections = max_connections
+
+    @property
+    def server(self) -> web.Server | None:
+        """The protocol factory handed to the sites (aiohttp's server behind the cap)."""
+        inner = super().server
+        if inner is None:
+            return None
+        # Sites only call the factory; shutdown uses the real server, which stays untouched.
+        return _CappedFactory(inner, self._max_connections)  # type: ignore[return-value]
