@@ -170,6 +170,11 @@ def turret_config(
     paths = ["/api/items", "/api/items/*", f"/api/variant-{variant}"]
     lines = [
         f'listen: ["127.0.0.1:{port}"]',
+        # One agent drives all the load and 1,000 connections are held open: lift the per-agent
+        # rate limit and the connection cap so the benchmark measures the work, not the limits.
+        "limits:",
+        "  max_connections: 4096",
+        "  agent: {requests_per_second: 1000000, burst: 1000000, max_concurrent: 4096}",
         "services:",
         f"  {SERVICE}:",
         f"    url: http://127.0.0.1:{upstream.port}",
