@@ -32,7 +32,7 @@ from turret.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from turret.exfil import TokenGuard, find_secret
+from turret.exfil import TokenGuard, carries, find_secret
 from turret.httpserver import handler_args
 from turret.login import LOGINS, send_upstream
 from turret.paths import canonical_path
@@ -160,19 +160,47 @@ def _error_response(exc: RequestError, request_id: str) -> web.Response:
     return response
 
 
+class Scrubber:
+    """Redacts secrets an agent put into what gets recorded (a token pasted into a path).
+
+    Every recorded string that could hold one comes from what the agent sent: the request line,
+    and a body once `look_at` is given it. So that is searched once, and recorded strings are
+    redacted one by one only when it holds a secret.
+    """
+
+    def __init__(self, redactor: Redactor, tokens: TokenGuard, sent: bytes) -> None:
+        self._redactor = redactor
+        self._tokens = tokens
+        self._sent = [sent]
+        self._needed: bool | None = None
+
+    def look_at(self, data: bytes) -> None:
+        """Also consider `data` (a request body that recorded fields are taken from)."""
+        self._sent.append(data)
+        if not self._needed:
+            self._needed = None
+
+    def __call__(self, text: str) -> str:
+        if self._needed is None:
+            # Checked on first use, after authentication has added the caller's own token.
+            guards = (self._redactor, self._tokens.redactor)
+            self._needed = carries(b"\n".join(self._sent), guards)
+        return scrub(text, self._redactor, self._tokens) if self._needed else text
+
+
 @dataclass
 class Audit:
     """The audit records of one request; common fields are filled in as they become known."""
 
     auditor: Auditor
     fields: Fields
+    scrub: Scrubber
     started: float = field(default_factory=time.monotonic)
-    # Redacts secrets an agent put in what gets recorded (a token pasted into a path).
-    scrub: Callable[[str], str] = str
 
     def _record(self, event: Event, message: str, fields: Fields, priority: int = 6) -> None:
-        clean = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
-        self.auditor.record(event, self.scrub(message), clean, priority=priority)
+        scrub = self.scrub
+        clean = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        self.auditor.record(event, scrub(message), clean, priority=priority)
 
     def decision(self, decision: Decision, status: int | None = None) -> None:
         self._record(
@@ -216,17 +244,21 @@ def authenticate(request: web.Request, runtime: Runtime) -> Agent:
     return agent
 
 
+def request_audit(request: web.Request, runtime: Runtime, fields: Fields) -> Audit:
+    """The audit helper of one request, with the request id, method and a `Scrubber`."""
+    app = request.app
+    sent = f"{request.method} {request.raw_path}".encode("latin-1", "replace")
+    return Audit(
+        app[AUDITOR],
+        {"TURRET_REQUEST_ID": request[REQUEST_ID], "TURRET_METHOD": request.method, **fields},
+        Scrubber(runtime.redactor, app[TOKENS], sent),
+    )
+
+
 async def handle_whoami(request: web.Request) -> web.Response:
     """`GET /v1/whoami`: the calling agent and its grants."""
     runtime = request.app[RUNTIME].current
-    audit = Audit(
-        request.app[AUDITOR],
-        {
-            "TURRET_REQUEST_ID": request[REQUEST_ID],
-            "TURRET_METHOD": "GET",
-            "TURRET_PATH": "/v1/whoami",
-        },
-    )
+    audit = request_audit(request, runtime, {"TURRET_PATH": "/v1/whoami"})
     try:
         agent = authenticate(request, runtime)
     except RequestError as exc:
@@ -251,15 +283,8 @@ async def handle_proxy(request: web.Request) -> web.Response:
     """`ANY /v1/proxy/{service}/{path}`: check, audit, forward with the credential, redact."""
     runtime = request.app[RUNTIME].current
     raw_service, raw_path, query = split_target(request.raw_path)
-    audit = Audit(
-        request.app[AUDITOR],
-        {
-            "TURRET_REQUEST_ID": request[REQUEST_ID],
-            "TURRET_SERVICE": raw_service,
-            "TURRET_METHOD": request.method,
-            "TURRET_PATH": raw_path,
-        },
-        scrub=lambda text: scrub(text, runtime.redactor, request.app[TOKENS]),
+    audit = request_audit(
+        request, runtime, {"TURRET_SERVICE": raw_service, "TURRET_PATH": raw_path}
     )
     limiter = request.app[LIMITER]
     try:

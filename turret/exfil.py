@@ -47,8 +47,9 @@ def _views(data: bytes) -> list[bytes]:
     return [data, unquote_to_bytes(data), unquote_to_bytes(data.replace(b"+", b" "))]
 
 
-def _carries(data: bytes, guards: tuple[Redactor, ...]) -> bool:
-    return any(guard.redact(view)[1] for view in _views(data) for guard in guards)
+def carries(data: bytes, guards: tuple[Redactor, ...]) -> bool:
+    """True if `data`, or its percent-decoded forms, holds a value one of `guards` knows."""
+    return any(guard.found(view) for view in _views(data) for guard in guards)
 
 
 def find_secret(
@@ -63,13 +64,18 @@ def find_secret(
 
     `headers` are the caller's headers that would be forwarded (before the credential is added).
     """
-    if _carries(path.encode("latin-1", "replace"), guards):
+    # One pass over everything first: the parts are only looked at one by one after a hit. The
+    # separator is not part of any encoding, so no match can span two parts.
+    blob = "\n".join([path, query, *headers.values()]).encode("latin-1", "replace")
+    if not carries(blob + b"\n" + body, guards):
+        return None
+    if carries(path.encode("latin-1", "replace"), guards):
         return "path"
-    if _carries(query.encode("latin-1", "replace"), guards):
+    if carries(query.encode("latin-1", "replace"), guards):
         return "query"
     for name, value in headers.items():
-        if _carries(value.encode("latin-1", "replace"), guards):
+        if carries(value.encode("latin-1", "replace"), guards):
             return f"header {name}"
-    if _carries(body, guards):
+    if carries(body, guards):
         return "body"
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import quote, unquote_to_bytes
 
 from turret.errors import BadRequest
@@ -31,7 +32,7 @@ class CanonicalPath:
 
     segments: tuple[str, ...]
 
-    @property
+    @cached_property
     def encoded(self) -> str:
         return "/" + "/".join(quote(s, safe=_SAFE) for s in self.segments)
 

@@ -11,15 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from turret.app import (
-    AUDITOR,
     LIMITER,
-    REQUEST_ID,
     RUNTIME,
     UPSTREAMS,
     Audit,
     authenticate,
     read_body,
     refuse_secret_body,
+    request_audit,
 )
 from turret.capabilities.engine import audit_fields, run_capability
 from turret.capabilities.model import JSON, Capability
@@ -50,15 +49,8 @@ def add_capability_routes(app: web.Application) -> None:
     app.router.add_post("/v1/explain", handle_explain)
 
 
-def _audit(request: web.Request, path: str) -> Audit:
-    return Audit(
-        request.app[AUDITOR],
-        {
-            "TURRET_REQUEST_ID": request[REQUEST_ID],
-            "TURRET_METHOD": request.method,
-            "TURRET_PATH": path,
-        },
-    )
+def _audit(request: web.Request, runtime: Runtime, path: str) -> Audit:
+    return request_audit(request, runtime, {"TURRET_PATH": path})
 
 
 def _authenticated(request: web.Request, audit: Audit, runtime: Runtime) -> Agent:
@@ -95,7 +87,7 @@ def visible(agent: Agent, capabilities: dict[str, Capability]) -> list[dict[str,
 async def handle_list(request: web.Request) -> web.Response:
     """`GET /v1/capabilities`: tool definitions for what this agent may call."""
     runtime = request.app[RUNTIME].current
-    audit = _audit(request, "/v1/capabilities")
+    audit = _audit(request, runtime, "/v1/capabilities")
     agent = _authenticated(request, audit, runtime)
     audit.decision(Decision(True, "list capabilities"), 200)
     return web.json_response(
@@ -117,12 +109,13 @@ async def handle_call(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME].current
     # The raw target, not the router's decoded copy, names the capability: no %-escapes.
     raw_name = request.raw_path.partition("?")[0].removeprefix(CALL_PREFIX)
-    audit = _audit(request, CALL_PREFIX + raw_name)
+    audit = _audit(request, runtime, CALL_PREFIX + raw_name)
     audit.fields["TURRET_CAPABILITY"] = raw_name
     agent = _authenticated(request, audit, runtime)
     try:
         capability = _capability(runtime, raw_name)
         raw = await read_body(request, MAX_BODY_BYTES, runtime.config.limits.body_timeout)
+        audit.scrub.look_at(raw)  # recorded fields may come from it: params, a path
         refuse_secret_body(request, runtime, raw)
         params = validate_params(capability, parse_object(raw))
         audit.fields.update(audit_fields(capability, params, runtime.params_key))
@@ -159,11 +152,13 @@ async def handle_explain(request: web.Request) -> web.Response:
     """`POST /v1/explain` with `{capability, params}` or `{service, method, path}`: the decision
     and its reason, without acting."""
     runtime = request.app[RUNTIME].current
-    audit = _audit(request, "/v1/explain")
+    audit = _audit(request, runtime, "/v1/explain")
     agent = _authenticated(request, audit, runtime)
     try:
         limits = runtime.config.limits
-        body = parse_object(await read_body(request, MAX_BODY_BYTES, limits.body_timeout))
+        raw = await read_body(request, MAX_BODY_BYTES, limits.body_timeout)
+        audit.scrub.look_at(raw)  # recorded fields may come from it: params, a path
+        body = parse_object(raw)
         decision = _explained(runtime, agent, audit, body)
     except RequestError as exc:
         audit.decision(Decision(False, exc.reason), exc.status)
