@@ -38,8 +38,8 @@ from turret.login import LOGINS, send_upstream
 from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
 from turret.ratelimit import AgentLimiter
-from turret.runtime import Injection, Runtime, RuntimeHolder
-from turret.upstream import Outbound, method_override_parameter, request_headers
+from turret.runtime import Runtime, RuntimeHolder
+from turret.upstream import Outbound, caller_headers, method_override_parameter
 
 log = logging.getLogger("turret")
 
@@ -323,7 +323,7 @@ async def _proxy(
     try:
         limits = runtime.config.limits
         body = await read_body(request, service.max_request_bytes, limits.body_timeout)
-        out = Outbound(request.method, path, query, request.headers, body)
+        out = Outbound(request.method, path, query, caller_headers(request.headers), body)
         refuse_secrets(request, runtime, out)
         result = await send_upstream(
             request.app[UPSTREAMS], request.app[LOGINS], service, runtime, out
@@ -373,7 +373,7 @@ def refuse_secrets(request: web.Request, runtime: Runtime, out: Outbound) -> Non
         (runtime.redactor, request.app[TOKENS].redactor),
         path=out.path.encoded,
         query=out.query,
-        headers=request_headers(out.headers, Injection()),
+        headers=out.headers,
         body=out.body,
     )
     if where is not None:

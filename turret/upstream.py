@@ -8,7 +8,7 @@ truncated 200.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -67,12 +67,13 @@ _CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class Outbound:
-    """A checked request from an agent: raw query and headers, canonical path, whole body."""
+    """A checked request: raw query, canonical path, whole body, and the caller's headers that
+    may go upstream (see `caller_headers`; the credential is added by `forward`)."""
 
     method: str
     path: CanonicalPath
     query: str
-    headers: CIMultiDictProxy[str]
+    headers: CIMultiDict[str]
     body: bytes
 
 
@@ -84,20 +85,37 @@ class UpstreamResponse:
     redactions: int
 
 
-def _dropped(name: str, extra: Iterable[str]) -> bool:
-    # CGI-style upstreams read "X_Api_Key" as "X-Api-Key": compare names the way they do.
-    lower = name.lower().replace("_", "-")
-    return lower.startswith(("proxy-", "x-forwarded-")) or lower in extra
+def header_key(name: str) -> str:
+    """How upstreams compare header names: CGI-style ones read "X_Api_Key" as "X-Api-Key"."""
+    return name.lower().replace("_", "-")
 
 
-def request_headers(incoming: CIMultiDictProxy[str], injection: Injection) -> CIMultiDict[str]:
-    """The caller's headers minus every forbidden one, plus the injected credential."""
-    named = {t.strip().lower() for v in incoming.getall("Connection", []) for t in v.split(",")}
-    injected = {n.lower().replace("_", "-") for n in injection.headers}
+def _dropped(name: str, extra: AbstractSet[str]) -> bool:
+    key = header_key(name)
+    return key.startswith(("proxy-", "x-forwarded-")) or key in extra
+
+
+def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
+    """The headers a `Connection:` header names: hop-by-hop, so never passed on."""
+    return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
+
+
+def caller_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The caller's headers minus every one that must not go upstream."""
+    drop = DROP_REQUEST | _connection_named(incoming) if "Connection" in incoming else DROP_REQUEST
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        if not _dropped(name, DROP_REQUEST | named | injected):
+        if not _dropped(name, drop):
             out.add(name, value)
+    return out
+
+
+def with_credential(headers: CIMultiDict[str], injection: Injection) -> CIMultiDict[str]:
+    """`headers` with the injected credential, replacing any caller header of the same name."""
+    if not injection.headers:
+        return headers
+    injected = {header_key(n) for n in injection.headers}
+    out = CIMultiDict((n, v) for n, v in headers.items() if header_key(n) not in injected)
     out.update(injection.headers)
     return out
 
@@ -142,11 +160,18 @@ def response_headers(
     incoming: CIMultiDictProxy[str], redactor: Redactor
 ) -> tuple[CIMultiDict[str], int]:
     """Upstream headers safe to return, redacted; and how many redactions were made."""
-    named = {t.strip().lower() for v in incoming.getall("Connection", []) for t in v.split(",")}
+    drop = (
+        DROP_RESPONSE | _connection_named(incoming) if "Connection" in incoming else DROP_RESPONSE
+    )
     out: CIMultiDict[str] = CIMultiDict()
+    block = "\n".join(f"{k}\n{v}" for k, v in incoming.items()).encode("latin-1", "replace")
+    if not redactor.found(block):
+        # The common case: nothing to redact, so only filter.
+        out.extend((k, v) for k, v in incoming.items() if not _dropped(k, drop))
+        return out, 0
     total = 0
     for name, value in incoming.items():
-        if _dropped(name, DROP_RESPONSE | named):
+        if _dropped(name, drop):
             continue
         if redactor.redact_text(name)[1]:
             total += 1  # a header whose very name carries a credential is dropped whole
@@ -186,7 +211,7 @@ async def forward(
         async with session.request(
             out.method,
             url,
-            headers=request_headers(out.headers, injection),
+            headers=with_credential(out.headers, injection),
             data=out.body or None,
             allow_redirects=False,
             timeout=timeout,

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from turret.audit import Fields
 from turret.capabilities.model import JSON, Capability, Params
@@ -64,7 +64,7 @@ async def run_capability(
     outgoing = build_request(capability, params)
     if len(outgoing.body) > service.max_request_bytes:
         raise PayloadTooLarge(f"the request would be larger than {service.max_request_bytes} bytes")
-    headers = CIMultiDictProxy(CIMultiDict(outgoing.headers))
+    headers = CIMultiDict(outgoing.headers)
     out = Outbound(outgoing.method, outgoing.path, outgoing.query, headers, outgoing.body)
     response = await send_upstream(pool, sessions, service, runtime, out)
     if not 200 <= response.status < 300:
