@@ -70,6 +70,8 @@ async def test_policy_method_override_headers_are_stripped(hardened: Hardened, h
     [
         pytest.param("/api/v1/user?_method=DELETE", {}, id="query-_method"),
         pytest.param("/api/v1/user?a=1;_method=DELETE", {}, id="semicolon-_method"),
+        pytest.param("/api/v1/user?_%6Dethod=DELETE", {}, id="escaped-_method"),
+        pytest.param("/api/v1/user?_METHOD=DELETE", {}, id="uppercase-_method"),
         pytest.param(
             "/api/v1/repos/me/x",
             {
