@@ -7,20 +7,20 @@ reported with its dotted key path and line, all at once, and Turret refuses to s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from turret import limit_settings
 from turret.capabilities import settings as capability_settings
 from turret.capabilities.model import Capability, CapabilityGrant, DenyRule, Group
+from turret.checker import Checker
 from turret.errors import ConfigError, ConfigIssue
-from turret.netpolicy import AddressPolicy, parse_host
+from turret.netpolicy import AddressPolicy, service_url
 from turret.paths import PathGlob, compile_glob
 from turret.ratelimit import AgentLimits, ServerLimits
-from turret.yamlload import Document, YamlError, join, read_yaml
+from turret.yamlload import YamlError, join, read_yaml
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -165,72 +165,23 @@ def load_config(text: str) -> Config:
         doc = read_yaml(text)
     except YamlError as exc:
         raise ConfigError(exc.issues) from None
-    checker = _Checker(doc)
+    checker = _ConfigReader(doc)
     config = checker.config(doc.data)
     if checker.issues or config is None:
         raise ConfigError(checker.issues)
     return config
 
 
-class _Checker:
-    """Walks the document, collecting every issue rather than stopping at the first."""
+# Per-service numbers: default, lowest, highest, whether an integer.
+_SERVICE_NUMBERS: dict[str, tuple[float, float, float, bool]] = {
+    "timeout": (10, 0.1, 3600, False),
+    "max_request_bytes": (1 << 20, 0, 1 << 30, True),
+    "max_response_bytes": (4 << 20, 0, 1 << 30, True),
+}
 
-    def __init__(self, doc: Document) -> None:
-        self.doc = doc
-        self.issues: list[ConfigIssue] = []
 
-    def fail(self, path: str, message: str) -> None:
-        self.issues.append(ConfigIssue(path, self.doc.line_of(path), message))
-
-    def mapping(
-        self, path: str, value: Any, required: set[str], optional: set[str]
-    ) -> dict[str, Any] | None:
-        if not isinstance(value, dict):
-            self.fail(path, "must be a mapping")
-            return None
-        for key in value.keys() - required - optional:
-            self.fail(join(path, key), "unknown key")
-        for key in sorted(required - value.keys()):
-            self.fail(path, f"missing required key '{key}'")
-        return value
-
-    def string(self, path: str, value: Any, pattern: re.Pattern[str] | None = None) -> str | None:
-        if not isinstance(value, str) or not value:
-            self.fail(path, "must be a non-empty string")
-            return None
-        if pattern is not None and not pattern.fullmatch(value):
-            self.fail(path, f"{value!r} must match {pattern.pattern}")
-            return None
-        return value
-
-    def number(self, path: str, value: Any, lo: float, hi: float, *, integer: bool) -> Any:
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
-            kind = "an integer" if integer else "a number"
-            self.fail(path, f"must be {kind} from {lo:g} to {hi:g}")
-            return None
-        return value
-
-    def items(self, path: str, value: Any) -> list[tuple[str, Any]]:
-        if not isinstance(value, list):
-            self.fail(path, "must be a list")
-            return []
-        return [(join(path, i), v) for i, v in enumerate(value)]
-
-    def named(self, path: str, value: Any, build: Callable[[str, str, Any], Any]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, "must be a mapping")
-            return {}
-        out = {}
-        for name, body in value.items():
-            built = build(join(path, name), name, body)
-            if built is not None:
-                out[name] = built
-        return out
-
-    # --- sections ----------------------------------------------------------------------------
+class _ConfigReader(Checker):
+    """Reads each section of the configuration, reporting through the `Checker`."""
 
     def config(self, data: Any) -> Config | None:
         top = self.mapping(
@@ -288,37 +239,15 @@ class _Checker:
     def service(self, path: str, name: str, body: Any) -> Service | None:
         if not NAME.fullmatch(name):
             self.fail(path, f"service name must match {NAME.pattern}")
-        keys = {
-            "timeout",
-            "max_request_bytes",
-            "max_response_bytes",
-            "kind",
-            "node",
-            "allow_networks",
-        }
+        keys = {*_SERVICE_NUMBERS, "kind", "node", "allow_networks"}
         svc = self.mapping(path, body, {"url", "auth"}, keys)
         if svc is None:
             return None
         url = self.url(join(path, "url"), svc.get("url"))
         auth = self.auth(join(path, "auth"), svc.get("auth"))
         limits = {
-            "timeout": self.number(
-                join(path, "timeout"), svc.get("timeout", 10), 0.1, 3600, integer=False
-            ),
-            "max_request_bytes": self.number(
-                join(path, "max_request_bytes"),
-                svc.get("max_request_bytes", 1 << 20),
-                0,
-                1 << 30,
-                integer=True,
-            ),
-            "max_response_bytes": self.number(
-                join(path, "max_response_bytes"),
-                svc.get("max_response_bytes", 4 << 20),
-                0,
-                1 << 30,
-                integer=True,
-            ),
+            key: self.number(join(path, key), svc.get(key, default), lo, hi, integer=integer)
+            for key, (default, lo, hi, integer) in _SERVICE_NUMBERS.items()
         }
         policy = limit_settings.read_address_policy(
             self, join(path, "allow_networks"), svc.get("allow_networks", [])
@@ -343,48 +272,10 @@ class _Checker:
         if text is None:
             return None
         try:
-            parts = urlsplit(text)
-            port = parts.port
-        except ValueError:
-            self.fail(path, "not a valid URL")
-            return None
-        problems = [
-            (parts.scheme not in ("http", "https"), "scheme must be http or https"),
-            (not parts.hostname, "a host is required"),
-            (
-                parts.username is not None or parts.password is not None,
-                "must not contain user:password@ (use auth with a credential)",
-            ),
-            (
-                bool(parts.query or parts.fragment or text.endswith(("?", "#"))),
-                "must not contain a query or fragment",
-            ),
-            (port == 0, "port must not be 0"),
-            (
-                any(c in text for c in "\\ \t\r\n\0"),
-                "must not contain spaces, backslashes or controls",
-            ),
-        ]
-        for bad, message in problems:
-            if bad:
-                self.fail(path, message)
-                return None
-        hostport = parts.netloc
-        host = hostport[: hostport.index("]") + 1] if "]" in hostport else hostport.split(":")[0]
-        try:
-            checked = parse_host(host)
+            return service_url(text)
         except ValueError as exc:
-            self.fail(path, f"host {exc}")
+            self.fail(path, str(exc))
             return None
-        netloc = checked.name + (f":{port}" if port is not None else "")
-        base = parts.path.rstrip("/")
-        if base:
-            try:
-                compile_glob(base)
-            except ValueError as exc:
-                self.fail(path, f"base path {exc}")
-                return None
-        return f"{parts.scheme}://{netloc}{base}"
 
     def auth(self, path: str, value: Any) -> Auth | None:
         kinds = {"bearer", "basic", "header", "query", "login"}
@@ -467,7 +358,7 @@ class _Checker:
                 join(path, "token_credential"), a["token_credential"], CREDENTIAL_NAME
             )
         grants = [
-            self.grant(p, g, services)
+            read_proxy_grant(self, p, g, services)
             for p, g in self.items(join(path, "proxy"), a.get("proxy", []))
         ]
         capabilities = capability_settings.read_grants(
@@ -489,31 +380,35 @@ class _Checker:
             name, digest, cred, proxy, capabilities, deny, report is True, limits=agent_limits
         )
 
-    def grant(self, path: str, value: Any, services: dict[str, Service]) -> ProxyGrant | None:
-        g = self.mapping(path, value, {"service", "methods", "paths"}, set())
-        if g is None:
-            return None
-        service = self.string(join(path, "service"), g.get("service"))
-        if service is not None and service not in services:
-            self.fail(join(path, "service"), f"names undefined service {service!r}")
-            service = None
-        methods, paths, ok = set(), [], True
-        method_items = self.items(join(path, "methods"), g.get("methods", []))
-        for p, m in method_items:
-            if m not in METHODS:
-                self.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
-                ok = False
-            methods.add(m)
-        path_items = self.items(join(path, "paths"), g.get("paths", []))
-        for p, pattern in path_items:
-            try:
-                paths.append(compile_glob(pattern if isinstance(pattern, str) else ""))
-            except ValueError as exc:
-                self.fail(p, f"path glob {exc}")
-                ok = False
-        if not method_items or not path_items:
-            self.fail(path, "a grant needs at least one method and one path")
+
+def read_proxy_grant(
+    ck: Checker, path: str, value: Any, services: Mapping[str, Service]
+) -> ProxyGrant | None:
+    """A proxy grant `{service, methods, paths}` (also the shape of a proxy deny rule)."""
+    g = ck.mapping(path, value, {"service", "methods", "paths"}, set())
+    if g is None:
+        return None
+    service = ck.string(join(path, "service"), g.get("service"))
+    if service is not None and service not in services:
+        ck.fail(join(path, "service"), f"names undefined service {service!r}")
+        service = None
+    methods, paths, ok = set(), [], True
+    method_items = ck.items(join(path, "methods"), g.get("methods", []))
+    for p, m in method_items:
+        if m not in METHODS:
+            ck.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
             ok = False
-        if service is None or not ok:
-            return None
-        return ProxyGrant(service, frozenset(methods), tuple(paths))
+        methods.add(m)
+    path_items = ck.items(join(path, "paths"), g.get("paths", []))
+    for p, pattern in path_items:
+        try:
+            paths.append(compile_glob(pattern if isinstance(pattern, str) else ""))
+        except ValueError as exc:
+            ck.fail(p, f"path glob {exc}")
+            ok = False
+    if not method_items or not path_items:
+        ck.fail(path, "a grant needs at least one method and one path")
+        ok = False
+    if service is None or not ok:
+        return None
+    return ProxyGrant(service, frozenset(methods), tuple(paths))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
-from turret import config as base
+from turret.checker import Checker
 from turret.netpolicy import AddressPolicy, parse_network
 from turret.ratelimit import LIMIT_RANGES, AgentLimits, ServerLimits
 from turret.yamlload import join
@@ -17,21 +17,19 @@ from turret.yamlload import join
 Limits = TypeVar("Limits", ServerLimits, AgentLimits)
 
 
-def read_limits(ck: base._Checker, value: Any) -> ServerLimits:
+def read_limits(ck: Checker, value: Any) -> ServerLimits:
     """The top-level `limits:` section, with its `agent:` defaults."""
     server = _numbers(ck, "limits", value, ServerLimits(), {"agent"})
     agent = value.get("agent", {}) if isinstance(value, dict) else {}
     return replace(server, agent=_numbers(ck, "limits.agent", agent, AgentLimits()))
 
 
-def read_agent_limits(
-    ck: base._Checker, path: str, value: Any, default: AgentLimits
-) -> AgentLimits:
+def read_agent_limits(ck: Checker, path: str, value: Any, default: AgentLimits) -> AgentLimits:
     """An agent's `limits:`; keys it leaves out come from `limits.agent`."""
     return _numbers(ck, path, value, default)
 
 
-def read_address_policy(ck: base._Checker, path: str, value: Any) -> AddressPolicy:
+def read_address_policy(ck: Checker, path: str, value: Any) -> AddressPolicy:
     """A service's `allow_networks:` list of CIDR networks."""
     networks = []
     for p, net in ck.items(path, value):
@@ -43,7 +41,7 @@ def read_address_policy(ck: base._Checker, path: str, value: Any) -> AddressPoli
 
 
 def _numbers(
-    ck: base._Checker,
+    ck: Checker,
     path: str,
     value: Any,
     limits: Limits,

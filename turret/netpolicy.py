@@ -16,6 +16,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from turret.paths import compile_glob
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -182,3 +185,44 @@ def parse_network(text: str) -> IPNetwork:
     if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None:
         raise ValueError(f"{text!r}: write IPv4-mapped networks as IPv4 networks")
     return net
+
+
+def service_url(text: str) -> str:
+    """A service's `url` in canonical form (`scheme://host[:port][/base]`, no trailing slash), or
+    ValueError saying what is wrong with it. The host must be a name or a standard IP literal."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    problems = [
+        (parts.scheme not in ("http", "https"), "scheme must be http or https"),
+        (not parts.hostname, "a host is required"),
+        (
+            parts.username is not None or parts.password is not None,
+            "must not contain user:password@ (use auth with a credential)",
+        ),
+        (
+            bool(parts.query or parts.fragment or text.endswith(("?", "#"))),
+            "must not contain a query or fragment",
+        ),
+        (port == 0, "port must not be 0"),
+        (any(c in text for c in "\\ \t\r\n\0"), "must not contain spaces, backslashes or controls"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ValueError(message)
+    hostport = parts.netloc
+    host = hostport[: hostport.index("]") + 1] if "]" in hostport else hostport.split(":")[0]
+    try:
+        checked = parse_host(host)
+    except ValueError as exc:
+        raise ValueError(f"host {exc}") from None
+    base = parts.path.rstrip("/")
+    if base:
+        try:
+            compile_glob(base)
+        except ValueError as exc:
+            raise ValueError(f"base path {exc}") from None
+    netloc = checked.name + (f":{port}" if port is not None else "")
+    return f"{parts.scheme}://{netloc}{base}"

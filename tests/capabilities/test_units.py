@@ -17,7 +17,8 @@ from turret.capabilities.readers import read_result
 from turret.capabilities.schema import capability_schema, narrowed, validate_params
 from turret.capabilities.strictjson import parse_object
 from turret.capabilities.template import build_request
-from turret.config import _Checker, load_config
+from turret.checker import Checker
+from turret.config import load_config
 from turret.echo import Redactor
 from turret.errors import BadRequest, UnprocessableEntity
 from turret.paths import canonical_path
@@ -120,7 +121,7 @@ def test_schema_narrowing_intersects_and_combines() -> None:
 
 
 def test_projection_picks_paths_lists_and_limits() -> None:
-    checker = _Checker(Document(None))
+    checker = Checker(Document(None))
     spec = read_result(
         checker,
         "result",

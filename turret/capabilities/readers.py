@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from turret import config as base
 from turret.capabilities.model import JSON, Constraint, Each, Field, Projection, Shape
 from turret.capabilities.schema import compiled
+from turret.checker import Checker
 from turret.yamlload import join
 
 CONSTRAINT_KEYS = ("one_of", "pattern", "prefix", "max_length", "minimum", "maximum")
@@ -28,7 +28,7 @@ def fits_type(value: JSON, kind: str) -> bool:
 
 
 def read_grant_constraint(
-    ck: base._Checker, path: str, value: Any, kind: str | None
+    ck: Checker, path: str, value: Any, kind: str | None
 ) -> Constraint | None:
     """A grant's constraint on one parameter: a mapping of at least one constraint key."""
     spec = ck.mapping(path, value, set(), set(CONSTRAINT_KEYS))
@@ -43,9 +43,7 @@ def read_grant_constraint(
     return read_constraints(ck, path, spec, kind)
 
 
-def read_constraints(
-    ck: base._Checker, path: str, spec: dict[str, Any], kind: str
-) -> Constraint | None:
+def read_constraints(ck: Checker, path: str, spec: dict[str, Any], kind: str) -> Constraint | None:
     """The constraint keys found in `spec`, checked against the parameter type `kind`."""
     ok = True
     for key in CONSTRAINT_KEYS:
@@ -94,7 +92,7 @@ def _problem(key: str, value: Any, kind: str) -> str | None:
     return None
 
 
-def read_result(ck: base._Checker, path: str, value: Any) -> Shape | Literal[False] | None:
+def read_result(ck: Checker, path: str, value: Any) -> Shape | Literal[False] | None:
     """`result:` as a projection: a list of dotted paths, or a mapping of key to path or
     `{each: PATH, fields: RESULT, limit: N}`. None if absent, False if invalid."""
     if value is None:
@@ -103,7 +101,7 @@ def read_result(ck: base._Checker, path: str, value: Any) -> Shape | Literal[Fal
     return shape if shape is not None else False
 
 
-def _shape(ck: base._Checker, path: str, value: Any) -> Shape | None:
+def _shape(ck: Checker, path: str, value: Any) -> Shape | None:
     if isinstance(value, list):
         value = {item: item for item in value if isinstance(item, str)} | {
             f"[{i}]": item for i, item in enumerate(value) if not isinstance(item, str)
@@ -122,7 +120,7 @@ def _shape(ck: base._Checker, path: str, value: Any) -> Shape | None:
     return Shape(tuple(fields)) if len(fields) == len(value) else None
 
 
-def _projection(ck: base._Checker, path: str, value: Any) -> Projection | None:
+def _projection(ck: Checker, path: str, value: Any) -> Projection | None:
     if isinstance(value, str):
         if not _DOTTED.fullmatch(value):
             ck.fail(path, "must be a dotted path such as data.status")

@@ -34,6 +34,7 @@ from turret.capabilities.readers import (
 )
 from turret.capabilities.schema import constraint_problem
 from turret.capabilities.template import BODY_KINDS, template_problems
+from turret.checker import Checker
 from turret.yamlload import join
 
 CAPABILITY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\.[a-z0-9_]{1,64}")
@@ -54,7 +55,7 @@ _PARAM_KEYS = {
 
 
 def read_kind_and_node(
-    ck: base._Checker, path: str, svc: dict[str, Any], auth: base.Auth | None
+    ck: Checker, path: str, svc: dict[str, Any], auth: base.Auth | None
 ) -> tuple[str | Literal[False] | None, str | None]:
     """A service's catalog `kind:` (False if invalid) and Proxmox `node:`."""
     kind = svc.get("kind")
@@ -72,7 +73,7 @@ def read_kind_and_node(
 
 
 def read_capabilities(
-    ck: base._Checker, value: Any, services: Mapping[str, base.Service]
+    ck: Checker, value: Any, services: Mapping[str, base.Service]
 ) -> dict[str, Capability]:
     """The catalog's capabilities for every service with a `kind:`, plus the user's own."""
     caps = {c.name: c for svc in services.values() for c in catalog_capabilities(svc)}
@@ -91,7 +92,7 @@ def read_capabilities(
     return caps
 
 
-def _entries(ck: base._Checker, path: str, value: Any) -> list[tuple[str, Any]]:
+def _entries(ck: Checker, path: str, value: Any) -> list[tuple[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, dict):
@@ -101,7 +102,7 @@ def _entries(ck: base._Checker, path: str, value: Any) -> list[tuple[str, Any]]:
 
 
 def _capability(
-    ck: base._Checker, path: str, name: str, body: Any, services: Mapping[str, base.Service]
+    ck: Checker, path: str, name: str, body: Any, services: Mapping[str, base.Service]
 ) -> Capability | None:
     spec = ck.mapping(
         path, body, {"service", "description", "request"}, {"params", "result", "log_params"}
@@ -139,9 +140,7 @@ def _capability(
     return replace(cap, log_params=_log_params(ck, path, spec, cap))
 
 
-def _log_params(
-    ck: base._Checker, path: str, spec: dict[str, Any], cap: Capability
-) -> tuple[str, ...]:
+def _log_params(ck: Checker, path: str, spec: dict[str, Any], cap: Capability) -> tuple[str, ...]:
     names = []
     for p, name in ck.items(join(path, "log_params"), spec.get("log_params", [])):
         if not isinstance(name, str) or cap.param(name) is None:
@@ -151,7 +150,7 @@ def _log_params(
     return tuple(names)
 
 
-def _param(ck: base._Checker, path: str, name: str, body: Any) -> Param | None:
+def _param(ck: Checker, path: str, name: str, body: Any) -> Param | None:
     if not PARAM_NAME.fullmatch(name):
         ck.fail(path, f"parameter name must match {PARAM_NAME.pattern}")
     spec = ck.mapping(path, body, {"type"}, _PARAM_KEYS)
@@ -204,7 +203,7 @@ def _param(ck: base._Checker, path: str, name: str, body: Any) -> Param | None:
     return param
 
 
-def _request(ck: base._Checker, path: str, value: Any) -> Template | None:
+def _request(ck: Checker, path: str, value: Any) -> Template | None:
     spec = ck.mapping(path, value, {"method", "path"}, {"query", "headers", *BODY_KINDS})
     if spec is None:
         return None
@@ -228,7 +227,7 @@ def _request(ck: base._Checker, path: str, value: Any) -> Template | None:
 
 
 def _texts(
-    ck: base._Checker, path: str, value: Any, names: re.Pattern[str]
+    ck: Checker, path: str, value: Any, names: re.Pattern[str]
 ) -> tuple[tuple[str, str], ...]:
     out = []
     for name, text in _entries(ck, path, value):
@@ -245,7 +244,7 @@ def _texts(
 
 
 def read_grants(
-    ck: base._Checker, path: str, value: Any, caps: Mapping[str, Capability]
+    ck: Checker, path: str, value: Any, caps: Mapping[str, Capability]
 ) -> tuple[CapabilityGrant, ...]:
     """Capability grants: a name glob, or `{name: GLOB, params: {PARAM: CONSTRAINT}}`."""
     grants = []
@@ -276,7 +275,7 @@ def read_grants(
 
 
 def _matching(
-    ck: base._Checker, path: str, glob: Any, caps: Mapping[str, Capability]
+    ck: Checker, path: str, glob: Any, caps: Mapping[str, Capability]
 ) -> list[Capability]:
     if not isinstance(glob, str) or not NAME_GLOB.fullmatch(glob):
         ck.fail(path, f"must be a capability name or glob matching {NAME_GLOB.pattern}")
@@ -288,7 +287,7 @@ def _matching(
 
 
 def read_deny(
-    ck: base._Checker,
+    ck: Checker,
     path: str,
     value: Any,
     caps: Mapping[str, Capability],
@@ -298,7 +297,7 @@ def read_deny(
     rules: list[DenyRule] = []
     for p, item in ck.items(path, value if value is not None else []):
         if isinstance(item, dict) and "service" in item:
-            grant = ck.grant(p, item, dict(services))
+            grant = base.read_proxy_grant(ck, p, item, services)
             if grant is not None:
                 rules.append(ProxyDeny(grant.service, grant.methods, grant.paths, p))
             continue
@@ -309,7 +308,7 @@ def read_deny(
 
 
 def read_groups(
-    ck: base._Checker,
+    ck: Checker,
     value: Any,
     caps: Mapping[str, Capability],
     services: Mapping[str, base.Service],
@@ -330,7 +329,7 @@ def read_groups(
             else:
                 ck.fail(p, f"must be an agent name or glob matching {AGENT_GLOB.pattern}")
         proxy = [
-            ck.grant(p, g, dict(services))
+            base.read_proxy_grant(ck, p, g, dict(services))
             for p, g in ck.items(join(path, "proxy"), spec.get("proxy", []))
         ]
         groups[name] = Group(
@@ -348,7 +347,7 @@ def groups_of(agent: str, groups: Mapping[str, Group]) -> tuple[Group, ...]:
     return tuple(g for g in groups.values() if any(fnmatchcase(agent, p) for p in g.agents))
 
 
-def read_audit(ck: base._Checker, value: Any) -> str | None:
+def read_audit(ck: Checker, value: Any) -> str | None:
     """`audit: {params_key: CREDENTIAL}`: the key for the audit trail's parameter hashes."""
     if value is None:
         return None
