@@ -267,14 +267,31 @@ class Gateway:
 
     def assert_no_leaks(self, log_text: str) -> None:
         """No canary, in any encoding, in responses, audit records or logs."""
-        audit = self.audit_path.read_bytes() if self.audit_path.is_file() else b""
-        for where, data in [
-            ("audit", audit),
-            ("log", log_text.encode()),
-            *(("response", r) for r in self.responses),
-        ]:
-            for form in self.forbidden_forms():
-                assert form not in data, f"canary leaked into {where}: {data[:300]!r}"
+        assert_absent(self.forbidden_forms(), self.audit_path, log_text, self.responses)
+
+
+def assert_absent(
+    forms: set[bytes], audit_path: Path, log_text: str, responses: list[bytes]
+) -> None:
+    """None of `forms` in the audit file, the log text or any recorded response."""
+    audit = audit_path.read_bytes() if audit_path.is_file() else b""
+    places = [("audit", audit), ("log", log_text.encode()), *(("response", r) for r in responses)]
+    for where, data in places:
+        for form in forms:
+            assert form not in data, f"secret leaked into {where}: {data[:300]!r}"
+
+
+def record_responses(app: web.Application) -> list[bytes]:
+    """Record the head and body of every response `app` sends, for the leak check."""
+    recorded: list[bytes] = []
+
+    async def record(_: web.Request, response: web.StreamResponse) -> None:
+        head = "".join(f"{k}: {v}\n" for k, v in response.headers.items()).encode()
+        body = response.body if isinstance(response, web.Response) else b""
+        recorded.append(head + (body if isinstance(body, bytes) else b""))
+
+    app.on_response_prepare.append(record)
+    return recorded
 
 
 async def make_gateway(
@@ -291,14 +308,7 @@ async def make_gateway(
     runtime = build_runtime(config, str(creds_dir))
     audit_path = audit_path or tmp_path / "audit.jsonl"
     app = create_app(RuntimeHolder(runtime), Auditor(LineSink.open(str(audit_path))))
-    recorded: list[bytes] = []
-
-    async def record(_: web.Request, response: web.StreamResponse) -> None:
-        head = "".join(f"{k}: {v}\n" for k, v in response.headers.items()).encode()
-        body = response.body if isinstance(response, web.Response) else b""
-        recorded.append(head + (body if isinstance(body, bytes) else b""))
-
-    app.on_response_prepare.append(record)
+    recorded = record_responses(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return Gateway(client, upstream, token, other, audit_path, canaries, recorded)

@@ -24,7 +24,7 @@ from aiohttp.resolver import DefaultResolver
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import AppRunner
 
-from tests.conftest import Gateway, Upstream
+from tests.conftest import Gateway, Upstream, record_responses
 from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
@@ -225,14 +225,7 @@ async def make_hardened(
             auditor or Auditor(LineSink.open(str(path))),
             resolver=DefaultResolver if real_dns else lambda: resolver,
         )
-        recorded: list[bytes] = []
-
-        async def record(_: web.Request, response: web.StreamResponse) -> None:
-            head = "".join(f"{k}: {v}\n" for k, v in response.headers.items()).encode()
-            body = response.body if isinstance(response, web.Response) else b""
-            recorded.append(head + (body if isinstance(body, bytes) else b""))
-
-        app.on_response_prepare.append(record)
+        recorded = record_responses(app)
         client = TestClient(TurretTestServer(app, max_connections=max_connections))
         await client.start_server()
         gw = Hardened(

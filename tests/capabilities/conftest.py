@@ -20,6 +20,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.capabilities.fake_services import FakeState, start_fakes
+from tests.conftest import assert_absent, record_responses
 from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
@@ -156,14 +157,7 @@ class CapGateway:
         forms: set[bytes] = set()
         for value in [*self.canaries.values(), *self.fakes.issued]:
             forms |= encodings(value.encode())
-        audit = self.audit_path.read_bytes() if self.audit_path.exists() else b""
-        for where, data in [
-            ("audit", audit),
-            ("log", log_text.encode()),
-            *(("response", r) for r in self.responses),
-        ]:
-            for form in forms:
-                assert form not in data, f"secret leaked into {where}: {data[:300]!r}"
+        assert_absent(forms, self.audit_path, log_text, self.responses)
 
 
 async def make_capability_gateway(
@@ -187,14 +181,7 @@ async def make_capability_gateway(
         RuntimeHolder(build_runtime(config, str(creds))),
         Auditor(LineSink.open(str(audit_path))),
     )
-    recorded: list[bytes] = []
-
-    async def record(_: web.Request, response: web.StreamResponse) -> None:
-        head = "".join(f"{k}: {v}\n" for k, v in response.headers.items()).encode()
-        body = response.body if isinstance(response, web.Response) else b""
-        recorded.append(head + (body if isinstance(body, bytes) else b""))
-
-    app.on_response_prepare.append(record)
+    recorded = record_responses(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     gateway = CapGateway(client, state, tokens, audit_path, canaries, recorded)
