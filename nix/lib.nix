@@ -188,9 +188,15 @@ rec {
           ref (p ++ [ "bearer" ]) (a.bearer or null)
           ++ ref (p ++ [ "header" "value" ]) (a.header.value or null)
           ++ ref (p ++ [ "query" "value" ]) (a.query.value or null)
-          ++ concatMap (k: valueRef (p ++ [ "basic" k ]) (a.basic.${k} or null)) [
-            "username"
-            "password"
+          ++ concatMap (
+            kind:
+            concatMap (k: valueRef (p ++ [ kind k ]) (a.${kind}.${k} or null)) [
+              "username"
+              "password"
+            ]
+          ) [
+            "basic"
+            "login"
           ];
     in
     concatMap (x: x) (mapAttrsToList (svc: s: auth svc (s.auth or null)) (settings.services or { }))
@@ -198,7 +204,8 @@ rec {
       mapAttrsToList (
         agent: a: ref [ "agents" agent "token_credential" ] (a.token_credential or null)
       ) (settings.agents or { })
-    );
+    )
+    ++ ref [ "audit" "params_key" ] ((settings.audit or { }).params_key or null);
 
   /** Grants that name a service `settings` does not define: `{ option; service; }` each. */
   unknownGrantServices =

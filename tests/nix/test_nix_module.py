@@ -224,6 +224,28 @@ def test_module_rejects_a_credential_nobody_provides(evaluate: ModuleEval) -> No
 
 
 @pytest.mark.parametrize(
+    ("change", "option"),
+    [
+        (
+            'services.qbit = { url = "http://127.0.0.1:8080"; kind = "qbittorrent"; '
+            'auth.login = { username = "admin"; password.credential = "qbit-password"; }; };',
+            "services.turret.settings.services.qbit.auth.login.password.credential",
+        ),
+        ('audit.params_key = "qbit-password";', "services.turret.settings.audit.params_key"),
+    ],
+)
+def test_module_finds_login_and_audit_credentials(
+    evaluate: ModuleEval, change: str, option: str
+) -> None:
+    settings = SETTINGS[: SETTINGS.rindex("}")] + change + "}"
+    messages = failed_assertions(evaluate, host(settings))
+    assert messages == [
+        f'{option} names the credential "qbit-password", which services.turret.credentials '
+        "does not provide (provided: alice-token, gitea-token)."
+    ]
+
+
+@pytest.mark.parametrize(
     ("change", "expected"),
     [
         (
