@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from turret.capabilities.model import Capability, CapabilityGrant, DenyRule, Gro
 from turret.checker import Checker
 from turret.errors import ConfigError, ConfigIssue
 from turret.netpolicy import AddressPolicy, service_url
-from turret.paths import PathGlob, compile_glob
+from turret.paths import GlobIndex, PathGlob, compile_glob
 from turret.ratelimit import AgentLimits, ServerLimits
 from turret.yamlload import YamlError, join, read_yaml
 
@@ -112,6 +113,21 @@ class Agent:
     report: bool = False  # log what enforcement would deny, but allow it (for rollout)
     groups: tuple[Group, ...] = ()  # the groups whose agent globs match this agent
     limits: AgentLimits = field(default_factory=AgentLimits)
+
+    @cached_property
+    def proxy_index(self) -> dict[tuple[str, str], GlobIndex[str]]:
+        """The agent's and its groups' proxy grants by (service, method), each path glob with
+        the dotted path of its grant; built on first use, so a decision stays fast however many
+        grants there are."""
+        rules: dict[tuple[str, str], list[tuple[PathGlob, str]]] = {}
+        named = [(f"agents.{self.name}.proxy", self.proxy)]
+        named += [(f"groups.{g.name}.proxy", g.proxy) for g in self.groups]
+        for where, grants in named:
+            for i, grant in enumerate(grants):
+                for method in grant.methods:
+                    entries = rules.setdefault((grant.service, method), [])
+                    entries.extend((glob, f"{where}[{i}]") for glob in grant.paths)
+        return {key: GlobIndex(entries) for key, entries in rules.items()}
 
 
 @dataclass(frozen=True)

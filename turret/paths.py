@@ -8,10 +8,13 @@ guessed at: dot segments in any encoding, empty segments, encoded separators, co
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Generic, TypeVar
 from urllib.parse import quote, unquote_to_bytes
 
 from turret.errors import BadRequest
@@ -24,6 +27,7 @@ _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # read it as a space), so the canonical form means the same to every upstream.
 _SAFE = "-._~!$&'()*,=:@"
 _MAX_DECODE_DEPTH = 8
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,36 @@ class PathGlob:
 
     pattern: str
     parts: tuple[re.Pattern[str] | None, ...]  # None stands for `**`
+    prefix: tuple[str, ...] = ()  # the leading segments without a wildcard
 
     def matches(self, path: CanonicalPath) -> bool:
         """True if `path` (decoded segments) is matched by this glob."""
         return _match(self.parts, 0, path.segments, 0)
+
+
+class GlobIndex(Generic[T]):
+    """Globs, each with a value, that can be matched against a path without trying them all.
+
+    Each glob is filed under its leading literal segments; a path can only be matched by the
+    globs filed under one of its own prefixes, so a lookup costs one dictionary probe per path
+    segment plus the few candidates found, however many globs there are.
+    """
+
+    def __init__(self, entries: Iterable[tuple[PathGlob, T]]) -> None:
+        self._by_prefix: dict[tuple[str, ...], list[tuple[int, PathGlob, T]]] = {}
+        for order, (glob, value) in enumerate(entries):
+            self._by_prefix.setdefault(glob.prefix, []).append((order, glob, value))
+
+    def matching(self, path: CanonicalPath) -> Iterator[tuple[PathGlob, T]]:
+        """The entries whose glob matches `path`, in the order they were given."""
+        segs = path.segments
+        candidates: list[tuple[int, PathGlob, T]] = []
+        for k in range(len(segs) + 1):
+            candidates.extend(self._by_prefix.get(segs[:k], ()))
+        candidates.sort(key=lambda c: c[0])
+        for _, glob, value in candidates:
+            if glob.matches(path):
+                yield glob, value
 
 
 def compile_glob(pattern: str) -> PathGlob:
@@ -111,7 +141,8 @@ def compile_glob(pattern: str) -> PathGlob:
     if pattern == "/":
         return PathGlob(pattern, ())
     parts: list[re.Pattern[str] | None] = []
-    for seg in pattern[1:].split("/"):
+    segments = pattern[1:].split("/")
+    for seg in segments:
         if seg == "":
             raise ValueError("empty segment")
         if seg == "**":
@@ -123,7 +154,8 @@ def compile_glob(pattern: str) -> PathGlob:
         else:
             regex = ".*".join(re.escape(piece) for piece in seg.split("*"))
             parts.append(re.compile(regex, re.DOTALL))
-    return PathGlob(pattern, tuple(parts))
+    literal = tuple(itertools.takewhile(lambda seg: "*" not in seg, segments))
+    return PathGlob(pattern, tuple(parts), literal)
 
 
 def _match(

@@ -21,7 +21,7 @@ from turret.capabilities.model import (
     ProxyDeny,
 )
 from turret.capabilities.schema import constraint_problem
-from turret.config import Agent, ProxyGrant
+from turret.config import Agent
 from turret.paths import CanonicalPath
 
 _Rule = TypeVar("_Rule", CapabilityDeny, ProxyDeny)
@@ -49,12 +49,9 @@ def decide_proxy(agent: Agent, service: str, method: str, path: CanonicalPath) -
                 if glob.matches(path):
                     reason = f"{method} {glob.pattern} on {service} denied"
                     return Decision(False, reason, rule.rule)
-    for rule_path, grant in _proxy_grants(agent):
-        if grant.service != service or method not in grant.methods:
-            continue
-        for glob in grant.paths:
-            if glob.matches(path):
-                return Decision(True, f"{method} {glob.pattern} on {service} granted", rule_path)
+    index = agent.proxy_index.get((service, method))
+    for glob, rule_path in index.matching(path) if index else ():
+        return Decision(True, f"{method} {glob.pattern} on {service} granted", rule_path)
     reason = f"no grant allows {method} {path.encoded} on {service}"
     return _enforced(agent, Decision(False, reason))
 
@@ -105,14 +102,6 @@ def _denies(agent: Agent, kind: type[_Rule]) -> Iterator[_Rule]:
     for rule in (*agent.deny, *(r for grp in agent.groups for r in grp.deny)):
         if isinstance(rule, kind):
             yield rule
-
-
-def _proxy_grants(agent: Agent) -> Iterator[tuple[str, ProxyGrant]]:
-    for i, grant in enumerate(agent.proxy):
-        yield f"agents.{agent.name}.proxy[{i}]", grant
-    for group in agent.groups:
-        for i, grant in enumerate(group.proxy):
-            yield f"groups.{group.name}.proxy[{i}]", grant
 
 
 def _enforced(agent: Agent, decision: Decision) -> Decision:

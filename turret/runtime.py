@@ -78,6 +78,8 @@ def build_runtime(config: Config, credentials_dir: str | None = None) -> Runtime
         guarded.extend(inj.headers.values())
         guarded.extend(inj.login[1:] if inj.login else ())
     key = secrets[config.params_key].reveal().encode() if config.params_key else PROCESS_PARAMS_KEY
+    for agent in config.agents.values():
+        _ = agent.proxy_index  # built here, at load, rather than by an agent's first request
     return Runtime(config, tokens, injections, Redactor(guarded), len(secrets), key)
 
 

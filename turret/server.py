@@ -148,18 +148,20 @@ class Gateway:
 
     async def _handle_signals(self, signals: _SignalQueue) -> None:
         while await signals.next() == signal.SIGHUP:
-            self.reload()
+            await self.reload()
 
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """Re-read config and credentials and swap them in; on any failure keep the old ones.
 
         Requests already running keep the runtime they took at their start, so they finish on
         the configuration they started with; only requests starting after the swap see the new one.
+        The new runtime is built in a worker thread, so a large configuration does not hold up
+        requests (or the watchdog) while it loads.
         """
         self.notifier.reloading()
         at = time.strftime("%H:%M:%S")
         try:
-            runtime = load(self.options)
+            runtime = await asyncio.to_thread(load, self.options)
             config = runtime.config
             self.auditor.record(
                 Event.RELOADED,

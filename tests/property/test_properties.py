@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from turret.config import load_config
 from turret.errors import BadRequest, ConfigError
 from turret.netpolicy import AddressPolicy, classify, embedded_ipv4, parse_host
-from turret.paths import CanonicalPath, canonical_path, compile_glob
+from turret.paths import CanonicalPath, GlobIndex, canonical_path, compile_glob
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -133,6 +133,20 @@ def test_glob_matches_like_a_reference_regex(parts: list[str], segs: list[str]) 
     path = CanonicalPath(tuple(segs))
     reference = "".join("/" + s for s in segs)  # the root is "" here, not "/"
     assert glob.matches(path) == bool(re.fullmatch(regex, reference))
+
+
+@FAST
+@given(
+    st.lists(st.lists(st.one_of(SEGMENT, st.just("**")), max_size=4), max_size=8),
+    st.lists(st.sampled_from(["a", "b", "ab", "c"]), max_size=5),
+)
+def test_glob_index_finds_exactly_what_trying_every_glob_finds(
+    patterns: list[list[str]], segs: list[str]
+) -> None:
+    globs = [compile_glob("/" + "/".join(parts)) for parts in patterns]
+    path = CanonicalPath(tuple(segs))
+    indexed = [i for _, i in GlobIndex((g, i) for i, g in enumerate(globs)).matching(path)]
+    assert indexed == [i for i, g in enumerate(globs) if g.matches(path)]
 
 
 IPV4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
