@@ -411,10 +411,13 @@ def read_proxy_grant(
     methods, paths, ok = set(), [], True
     method_items = ck.items(join(path, "methods"), g.get("methods", []))
     for p, m in method_items:
-        if m not in METHODS:
+        # isinstance first: a YAML list or mapping here is unhashable, and must be an error
+        # message, not a TypeError (which would also end a running Turret on reload).
+        if not isinstance(m, str) or m not in METHODS:
             ck.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
             ok = False
-        methods.add(m)
+        else:
+            methods.add(m)
     path_items = ck.items(join(path, "paths"), g.get("paths", []))
     for p, pattern in path_items:
         try:

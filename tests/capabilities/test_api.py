@@ -345,6 +345,8 @@ async def test_explain_gives_decision_without_acting(
         ({"capability": "pve.pct_status", "params": {"ctid": "101"}}, 422),
         ({"capability": "pve.pct_status", "params": [], "x": 1}, 422),
         ({"service": "qbit", "method": "BREW", "path": "/"}, 422),
+        ({"service": "qbit", "method": ["GET"], "path": "/"}, 422),
+        ({"service": "qbit", "method": {"GET": 1}, "path": "/"}, 422),
         ({"service": "qbit", "method": "GET", "path": "/a/../b"}, 400),
         ({"capability": "nope.nothing"}, 404),
     ],

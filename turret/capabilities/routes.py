@@ -189,7 +189,8 @@ def _explained(runtime: Runtime, agent: Agent, audit: Audit, body: dict[str, JSO
         return decide_capability(agent, capability, checked)
     _only(body, {"service", "method", "path"})
     service, method, path = body.get("service"), body.get("method"), body.get("path")
-    if not isinstance(service, str) or method not in METHODS or not isinstance(path, str):
+    known = isinstance(method, str) and method in METHODS  # a list or object is unhashable
+    if not isinstance(service, str) or not known or not isinstance(path, str):
         raise UnprocessableEntity(
             "give {capability, params} or {service, method, path} with a known method"
         )

@@ -59,7 +59,7 @@ def read_kind_and_node(
 ) -> tuple[str | Literal[False] | None, str | None]:
     """A service's catalog `kind:` (False if invalid) and Proxmox `node:`."""
     kind = svc.get("kind")
-    if kind is not None and kind not in KINDS:
+    if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
         ck.fail(join(path, "kind"), f"must be one of {', '.join(sorted(KINDS))}")
         kind = False
     if isinstance(auth, base.LoginAuth) and kind != "qbittorrent":
@@ -208,7 +208,7 @@ def _request(ck: Checker, path: str, value: Any) -> Template | None:
     if spec is None:
         return None
     method = spec.get("method")
-    if method not in base.METHODS:
+    if not isinstance(method, str) or method not in base.METHODS:
         ck.fail(join(path, "method"), f"must be one of {', '.join(sorted(base.METHODS))}")
     url_path = ck.string(join(path, "path"), spec.get("path"))
     query = _texts(ck, join(path, "query"), spec.get("query"), base.QUERY_NAME)
@@ -221,7 +221,7 @@ def _request(ck: Checker, path: str, value: Any) -> Template | None:
     body = spec.get(kind) if kind else None
     if kind in ("form", "multipart"):
         body = dict(_texts(ck, join(path, kind), body, re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}")))
-    if method not in base.METHODS or url_path is None:
+    if not isinstance(method, str) or method not in base.METHODS or url_path is None:
         return None
     return Template(method, url_path, query, headers, kind, body)
 
