@@ -31,6 +31,12 @@ def bearer_token(header: str | None) -> str | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         return None
+    try:
+        # Header bytes that are not UTF-8 reach us as lone surrogates; no token is made of them,
+        # and hashing them would raise.
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
     return token
 
 

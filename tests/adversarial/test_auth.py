@@ -118,3 +118,17 @@ def test_auth_config_refuses_two_agents_sharing_a_token(creds_dir: Path) -> None
     )
     with pytest.raises(Exception, match="same token"):
         build_runtime(config, str(creds_dir))
+
+
+@pytest.mark.parametrize("target", ["/v1/proxy/gitea/api/v1/user", "/v1/whoami"])
+async def test_auth_token_bytes_that_are_not_utf8_are_401(hardened: Hardened, target: str) -> None:
+    """Attack: an Authorization header whose bytes are not UTF-8, to crash token hashing (500,
+    and no audit record) instead of being refused."""
+    received, _ = await hardened.raw(
+        f"GET {target} HTTP/1.1\r\nHost: turret\r\n".encode()
+        + b"Authorization: Bearer turret_\xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    assert received.startswith(b"HTTP/1.1 401 "), received[:200]
+    assert hardened.upstream.received == []
+    (record,) = hardened.audit()
+    assert record["TURRET_DECISION"] == "deny" and "TURRET_AGENT" not in record
