@@ -405,6 +405,10 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
             return await _read_limited(request, limit)
     except TimeoutError:
         raise RequestTimeout(f"request body did not arrive within {within:g} s") from None
+    except web.RequestPayloadError:
+        # The parser found the body undecodable (garbage gzip or deflate) after the head was
+        # accepted: the agent's error, answered and audited like any other.
+        raise BadRequest("request body could not be decoded") from None
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:

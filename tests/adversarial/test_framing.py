@@ -6,9 +6,12 @@ limits in place, and that nothing reaches the upstream or the logs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
-from tests.adversarial.conftest import Hardened
+from tests.adversarial.conftest import Hardened, read_until_closed, until
 
 TARGET = b"/v1/proxy/gitea/api/v1/repos/me/x/issues"
 SMUGGLED = b"GET /v1/proxy/gitea/api/v1/admin HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -107,3 +110,44 @@ async def test_framing_connect_method_is_not_a_tunnel(hardened: Hardened) -> Non
     )
     assert not data.startswith(b"HTTP/1.1 200")
     assert hardened.upstream.received == []
+
+
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [
+        pytest.param(
+            b"Content-Encoding: gzip\r\nContent-Length: 12\r\n", b"not gzip!!!!", id="gzip"
+        ),
+        pytest.param(
+            b"Content-Encoding: deflate\r\nContent-Length: 12\r\n", b"no deflate!!", id="deflate"
+        ),
+    ],
+)
+async def test_framing_body_that_cannot_be_decoded_is_400(
+    hardened: Hardened, head: bytes, body: bytes
+) -> None:
+    """Attack: a body whose content coding is garbage, found only after the head was accepted, to
+    crash the handler (500, no outcome record) instead of being refused."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", hardened.port)
+    try:
+        writer.write(
+            b"POST /v1/proxy/gitea/api/v1/repos/me/x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+            + hardened.token.encode()
+            + b"\r\n"
+            + head
+            + b"\r\n"
+        )
+        # The body follows once the handler is waiting for it: its decision is on record.
+        await until(lambda: len(hardened.audit()) == 1)
+        writer.write(body)
+        data, closed = await read_until_closed(reader, 5.0)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert data.startswith(b"HTTP/1.1 400 "), data[:200]
+    assert b'"code": "bad_request"' in data and closed
+    assert hardened.upstream.received == []
+    decision, outcome = hardened.audit()
+    assert decision["TURRET_DECISION"] == "allow"
+    assert (outcome["TURRET_EVENT"], outcome["TURRET_STATUS"]) == ("outcome", "400")
