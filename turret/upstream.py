@@ -167,8 +167,10 @@ def response_headers(
     out: CIMultiDict[str] = CIMultiDict()
     block = "\n".join(f"{k}\n{v}" for k, v in incoming.items()).encode("latin-1", "replace")
     if not redactor.found(block):
-        # The common case: nothing to redact, so only filter.
-        out.extend((k, v) for k, v in incoming.items() if not _dropped(k, drop))
+        # The common case: nothing to redact, so only filter (and strip a redirect's userinfo).
+        for name, value in incoming.items():
+            if not _dropped(name, drop):
+                out.add(name, _without_userinfo(value) if name.lower() == "location" else value)
         return out, 0
     total = 0
     for name, value in incoming.items():

@@ -143,3 +143,25 @@ async def test_leak_ordinary_body_is_forwarded(hardened: Hardened) -> None:
     )
     assert resp.status == 200
     assert hardened.upstream.received[0].body == b'{"title": "turret_ hi"}'
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        pytest.param(
+            "https://admin:hunter2@example.test/x", "https://example.test/x", id="user-password"
+        ),
+        pytest.param("https://deploy-key@example.test/x", "https://example.test/x", id="user"),
+        pytest.param("/relative/path?a=b", "/relative/path?a=b", id="relative-kept"),
+    ],
+)
+async def test_leak_redirect_userinfo_is_stripped(
+    hardened: Hardened, location: str, expected: str
+) -> None:
+    """Attack: an upstream redirect whose Location carries `user:password@` of another system
+    (not a credential Turret holds); it must not reach the agent."""
+    resp = await hardened.request(
+        "GET", "/v1/proxy/gitea/status/302?location=" + quote(location, safe="")
+    )
+    assert resp.status == 302
+    assert resp.headers["Location"] == expected
