@@ -131,15 +131,32 @@ def method_override_parameter(query: str, body: bytes, content_type: str) -> str
     """
     # Every name refused contains "method"; with escapes ("_%6Dethod") the query is always parsed.
     sources = [query] if "%" in query or "method" in query.lower() else []
-    form = "application/x-www-form-urlencoded"
-    if content_type.split(";", maxsplit=1)[0].strip().lower() == form:
+    media_type = content_type.split(";", maxsplit=1)[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
         sources.append(body.decode("latin-1"))
-    for source in sources:
-        for part in re.split("[&;]", source):
-            name = unquote_plus(part.partition("=")[0]).strip().lower()
-            if name in _OVERRIDE_PARAMS:
-                return name
+    names = [unquote_plus(part.partition("=")[0]) for s in sources for part in re.split("[&;]", s)]
+    if media_type.startswith("multipart/"):
+        # The same frameworks read the field of a multipart form as readily.
+        names += _multipart_field_names(body.decode("latin-1"))
+    for name in names:
+        if name.strip().lower() in _OVERRIDE_PARAMS:
+            return name.strip().lower()
     return None
+
+
+_PART_NAME = re.compile(
+    r"""^content-disposition:.*?;\s*name(\*?)\s*=\s*(?:"([^"]*)"|([^;\s]*))""",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _multipart_field_names(body: str) -> list[str]:
+    """The `name=` of every part header in a multipart body (`name*=utf-8''x` decoded)."""
+    names = []
+    for m in _PART_NAME.finditer(body):
+        value = m[2] if m[2] is not None else m[3]
+        names.append(unquote_plus(value.rpartition("'")[2]) if m[1] else value)
+    return names
 
 
 def upstream_query(raw_query: str, injection: Injection) -> str:
