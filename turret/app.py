@@ -317,6 +317,10 @@ async def _proxy(
     except RequestError as exc:
         audit.decision(Decision(False, exc.reason), exc.status)
         raise
+    if service is None and decision.allowed:
+        # Report mode allows what no grant covers, but there is nowhere to send this: the record
+        # must say it was refused.
+        decision = Decision(False, f"no service {raw_service!r}; {decision.reason}")
     if not decision.allowed or service is None:
         audit.decision(decision, 403)
         raise Forbidden(audit.scrub(decision.reason))

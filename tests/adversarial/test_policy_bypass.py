@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.adversarial.conftest import Hardened
+from tests.adversarial.conftest import Hardened, MakeHardened
 
 # Grants of `opencode` on gitea include /api/v1/repos/me/* and /api/v1/repos/me/*/issues/**;
 # every target here tries to reach something else (/api/v1/admin, another owner, ...).
@@ -80,6 +80,24 @@ async def test_policy_method_override_headers_are_stripped(hardened: Hardened, h
             },
             id="form-body-_method",
         ),
+        pytest.param(
+            "/api/v1/repos/me/x",
+            {
+                "data": b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'
+                b"DELETE\r\n--b--\r\n",
+                "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+            },
+            id="multipart-body-_method",
+        ),
+        pytest.param(
+            "/api/v1/repos/me/x",
+            {
+                "data": b"--b\r\ncontent-disposition: form-data; NAME=_Method\r\n\r\n"
+                b"DELETE\r\n--b--\r\n",
+                "headers": {"Content-Type": "Multipart/Form-Data; boundary=b"},
+            },
+            id="multipart-unquoted-name-_method",
+        ),
     ],
 )
 async def test_policy_method_override_parameters_are_refused(
@@ -91,6 +109,35 @@ async def test_policy_method_override_parameters_are_refused(
     assert resp.status == 403
     assert hardened.upstream.received == []
     assert "method override" in hardened.audit()[-1]["TURRET_REASON"]
+
+
+async def test_policy_multipart_body_without_override_is_forwarded(hardened: Hardened) -> None:
+    """Control: a multipart form whose fields merely mention a method is forwarded unchanged."""
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="title"\r\n\r\n'
+        b"name=_method\r\n--b--\r\n"
+    )
+    resp = await hardened.request(
+        "POST",
+        "/v1/proxy/gitea/api/v1/repos/me/x",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert resp.status == 200
+    assert hardened.upstream.received[0].body == body
+
+
+async def test_policy_report_mode_unknown_service_is_recorded_as_denied(
+    make_hardened: MakeHardened,
+) -> None:
+    """Attack: in report mode, name a service that does not exist; the request is refused, and
+    the audit trail must say so rather than record an allow."""
+    gw = await make_hardened(grants="    report: true\n")
+    resp = await gw.request("GET", "/v1/proxy/nosuch/api/v1/user")
+    assert resp.status == 403
+    assert gw.upstream.received == []
+    (record,) = gw.audit()
+    assert (record["TURRET_DECISION"], record["TURRET_STATUS"]) == ("deny", "403")
 
 
 @pytest.mark.parametrize(
