@@ -58,7 +58,7 @@ def read_kind_and_node(
     ck: Checker, path: str, svc: dict[str, Any], auth: base.Auth | None
 ) -> tuple[str | Literal[False] | None, str | None]:
     """A service's catalog `kind:` (False if invalid) and Proxmox `node:`."""
-    kind = svc.get("kind")
+    kind: Any = svc.get("kind")  # YAML data: anything until checked
     if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
         ck.fail(join(path, "kind"), f"must be one of {', '.join(sorted(KINDS))}")
         kind = False
