@@ -389,3 +389,23 @@ async def test_upstream_echo_in_a_projected_field_is_redacted(capgw: CapGateway)
     (message,) = (await resp.json())["result"]["messages"]
     assert message["body"] == "token is [REDACTED]"
     assert capgw.audit()[-1]["TURRET_REDACTIONS"] == "1"
+
+
+@pytest.mark.parametrize("secret", ["own-token", "credential"])
+@pytest.mark.parametrize("form", ["plain", "json-escaped"])
+async def test_call_with_a_secret_in_a_parameter_is_refused(
+    capgw: CapGateway, secret: str, form: str
+) -> None:
+    """Attack: a prompt-injected agent files its token or a credential into an issue, the first
+    character hidden behind a JSON escape (\\u0074) that only decoding the body reveals."""
+    value = capgw.tokens["opencode"] if secret == "own-token" else capgw.canaries["gitea-token"]
+    if form == "json-escaped":
+        value = f"\\u{ord(value[0]):04x}{value[1:]}"
+    raw = b'{"repo": "me/x", "title": "t", "body": "' + value.encode() + b'"}'
+    resp = await capgw.call("git.create_issue", raw=raw)
+    assert resp.status == 403, await resp.text()
+    assert (await resp.json())["error"]["code"] == "credential_in_request"
+    assert capgw.fakes.seen == []
+    (record,) = capgw.audit()
+    assert record["TURRET_DECISION"] == "deny"
+    assert record["TURRET_REASON"].startswith("exfiltration guard")

@@ -24,6 +24,7 @@ from turret.capabilities.engine import audit_fields, run_capability
 from turret.capabilities.model import JSON, Capability
 from turret.capabilities.schema import capability_schema, validate_params
 from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object
+from turret.capabilities.template import text_of
 from turret.config import METHODS, Agent
 from turret.errors import BadRequest, Forbidden, NotFound, RequestError, UnprocessableEntity
 from turret.login import LOGINS, LoginSessions
@@ -118,6 +119,10 @@ async def handle_call(request: web.Request) -> web.Response:
         audit.scrub.look_at(raw)  # recorded fields may come from it: params, a path
         refuse_secret_body(request, runtime, raw)
         params = validate_params(capability, parse_object(raw))
+        # Decoding may reveal what JSON escapes hid from the raw check ("\\u0074urret_..."):
+        # the values as they will be sent are checked too.
+        decoded = "\n".join(text_of(v) for v in params.values()).encode("utf-8")
+        refuse_secret_body(request, runtime, decoded)
         audit.fields.update(audit_fields(capability, params, runtime.params_key))
         decision = decide_capability(agent, capability, params)
     except RequestError as exc:
