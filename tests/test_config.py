@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,12 @@ agents:
     assert any("services.a.extra" in m for m in messages)
     assert any("services.a.url" in m for m in messages)
     assert any("agents.b.token_sha256" in m for m in messages)
+
+
+def test_readme_configuration_example_loads() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("\n## Configuration")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    example = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)[0]
+    config = load_config(example.replace("9f86d081884c7d65...", "ab" * 32))
+    assert set(config.services) == {"gitea"} and set(config.agents) == {"opencode"}

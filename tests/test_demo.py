@@ -32,6 +32,10 @@ async def test_demo_config_and_upstream_work_together(tmp_path: Path) -> None:
             assert notes.status == 200 and (await notes.json())[0]["id"] == 1
             echo = await client.get("/v1/proxy/notes/api/debug/echo", headers=auth)
             assert (await echo.json())["headers"]["Authorization"] == "[REDACTED]"
+            added = await client.post(
+                "/v1/capabilities/notes.add", json={"text": "from a capability"}, headers=auth
+            )
+            assert await added.json() == {"ok": True, "result": {"id": 2}}
             denied = await client.delete("/v1/proxy/notes/api/notes/1", headers=auth)
             assert denied.status == 403
         async with ClientSession() as session:

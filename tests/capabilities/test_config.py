@@ -259,7 +259,8 @@ def test_check_config_reports_capability_errors_with_lines(
 
 def test_readme_capability_examples_load_together() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme[readme.index("\n## Capabilities") :]
+    start = readme.index("\n## Capabilities")
+    section = readme[start : readme.index("\n## ", start + 1)]
     blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
     assert len(blocks) == 3, "README: services, a capability and a policy example"
     config = load_config("".join(blocks).replace("token_sha256: ...", f"token_sha256: {TOKEN}"))

@@ -83,8 +83,11 @@ Turret demo: config {config}
   demo agent token: {token}
 
 Try, from another terminal:
-  # who am I, and what may I do?
+  # who am I, and what may I do? (the capabilities come as tool definitions for an LLM)
   curl -s {auth} {base}/v1/whoami
+  curl -s {auth} {base}/v1/capabilities
+  # a typed capability: the agent names the action, Turret builds the request
+  curl -s {auth} -d '{{"text": "hello from a capability"}}' {base}/v1/capabilities/notes.add
   # allowed: Turret injects the notes credential, which the agent never holds
   curl -s {auth} {base}/v1/proxy/notes/api/notes
   # the upstream reflects its request headers; the credential comes back [REDACTED]
