@@ -67,6 +67,7 @@ class Upstream:
     server: TestServer
     received: list[Received] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    on_request: Callable[[], None] = lambda: None  # runs as each request arrives
 
     @property
     def url(self) -> str:
@@ -78,6 +79,7 @@ def upstream_app(up: list[Upstream]) -> web.Application:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         upstream = up[0]
+        upstream.on_request()
         body = await request.read()
         upstream.received.append(
             Received(
@@ -302,12 +304,14 @@ async def make_gateway(
     tmp_path: Path,
     extra: str = "",
     audit_path: Path | None = None,
+    auditor: Auditor | None = None,
 ) -> Gateway:
     token, other = new_token(), new_token()
     config = load_config(config_text(upstream.url, token, other, extra))
     runtime = build_runtime(config, str(creds_dir))
     audit_path = audit_path or tmp_path / "audit.jsonl"
-    app = create_app(RuntimeHolder(runtime), Auditor(LineSink.open(str(audit_path))))
+    auditor = auditor or Auditor(LineSink.open(str(audit_path)))
+    app = create_app(RuntimeHolder(runtime), auditor)
     recorded = record_responses(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,50 @@ async def test_audit_failure_refuses_with_503_and_forwards_nothing(
     finally:
         await gw.client.close()
     gw.assert_no_leaks("")
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        ("GET", "/v2/nothing", 404),
+        ("POST", "/v1/whoami", 405),
+        ("GET", "/v1/%70roxy/gitea/api/v1/user", 400),  # routed by its decoded path only
+    ],
+)
+async def test_audit_records_refusals_no_handler_saw(
+    gateway: Gateway, method: str, target: str, status: int
+) -> None:
+    resp = await gateway.request(method, target)
+    assert resp.status == status
+    (record,) = gateway.audit()
+    assert record["TURRET_DECISION"] == "deny" and record["TURRET_STATUS"] == str(status)
+    assert record["TURRET_REQUEST_ID"] == resp.headers["X-Request-Id"]
+
+
+async def test_audit_lost_outcome_still_returns_the_true_answer(
+    upstream: Upstream,
+    creds_dir: Path,
+    canaries: dict[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The decision is written; the audit pipe then breaks while the upstream acts. A 503 now
+    would be a lie that invites a retry: the agent gets the upstream's answer."""
+    read_end, write_end = os.pipe()
+    gw = await make_gateway(
+        upstream,
+        creds_dir=creds_dir,
+        canaries=canaries,
+        tmp_path=tmp_path,
+        auditor=Auditor(LineSink(write_end)),
+    )
+    try:
+        upstream.on_request = lambda: os.close(read_end)  # the reader goes away mid-request
+        resp = await gw.request("POST", "/v1/proxy/gitea/api/v1/user", data=b"act")
+        assert resp.status == 200
+        assert len(upstream.received) == 1
+    finally:
+        await gw.client.close()
+        os.close(write_end)
+    assert "outcome record of request" in caplog.text
+    gw.assert_no_leaks(caplog.text)

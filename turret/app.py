@@ -117,10 +117,7 @@ async def error_middleware(
     stats = request.app[STATS]
     stats.in_flight += 1
     try:
-        _check_version(request)
-        response = await handler(request)
-    except web.HTTPException as exc:
-        response = _error_response(_from_http(exc), request_id)
+        response = await _dispatch(request, handler)
     except RequestError as exc:
         response = _error_response(exc, request_id)
     except AuditUnavailable:
@@ -142,6 +139,28 @@ def _check_version(request: web.Request) -> None:
     if request.version not in SUPPORTED_HTTP:
         # HTTP/0.9 has no framing at all; other parsers would read the bytes differently.
         raise BadRequest("only HTTP/1.0 and HTTP/1.1 are supported")
+
+
+async def _dispatch(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        _check_version(request)
+    except RequestError as exc:
+        return _unrouted(request, exc)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        return _unrouted(request, _from_http(exc))
+
+
+def _unrouted(request: web.Request, exc: RequestError) -> web.Response:
+    """A refusal no handler saw (no such endpoint, wrong method, HTTP/0.9), recorded here so that
+    every request has its audit record."""
+    runtime = request.app[RUNTIME].current
+    audit = request_audit(request, runtime, {"TURRET_PATH": request.raw_path.partition("?")[0]})
+    audit.decision(Decision(False, exc.reason), exc.status)
+    return _error_response(exc, request[REQUEST_ID])
 
 
 def _from_http(exc: web.HTTPException) -> RequestError:
@@ -234,6 +253,16 @@ class Audit:
         )
 
 
+    def outcome_of_action(self, status: int, reason: str, extra: Fields) -> None:
+        """The outcome of a request the upstream has acted on. If this record is lost the agent
+        still gets the true answer (a 503 now would invite a retry of what was done); the
+        decision record was written before anything was sent, and the loss is logged."""
+        try:
+            self.outcome(status, reason, extra)
+        except AuditUnavailable:
+            log.exception("outcome record of request %s lost", self.fields["TURRET_REQUEST_ID"])
+
+
 def authenticate(request: web.Request, runtime: Runtime) -> Agent:
     values = request.headers.getall("Authorization", [])
     # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
@@ -283,12 +312,11 @@ async def handle_whoami(request: web.Request) -> web.Response:
 async def handle_proxy(request: web.Request) -> web.Response:
     """`ANY /v1/proxy/{service}/{path}`: check, audit, forward with the credential, redact."""
     runtime = request.app[RUNTIME].current
-    raw_service, raw_path, query = split_target(request.raw_path)
-    audit = request_audit(
-        request, runtime, {"TURRET_SERVICE": raw_service, "TURRET_PATH": raw_path}
-    )
+    audit = request_audit(request, runtime, {"TURRET_PATH": request.raw_path.partition("?")[0]})
     limiter = request.app[LIMITER]
     try:
+        raw_service, raw_path, query = split_target(request.raw_path)
+        audit.fields.update(TURRET_SERVICE=raw_service, TURRET_PATH=raw_path)
         agent = authenticate(request, runtime)
         audit.fields["TURRET_AGENT"] = agent.name
         limiter.acquire(agent.name, agent.limits)
@@ -337,7 +365,7 @@ async def _proxy(
         audit.outcome(exc.status, exc.reason, {"TURRET_BYTES_IN": request.content_length})
         raise
     reason = "echo guard redacted credential material" if result.redactions else "forwarded"
-    audit.outcome(
+    audit.outcome_of_action(
         result.status,
         reason,
         {

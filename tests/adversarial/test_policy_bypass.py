@@ -113,10 +113,7 @@ async def test_policy_method_override_parameters_are_refused(
 
 async def test_policy_multipart_body_without_override_is_forwarded(hardened: Hardened) -> None:
     """Control: a multipart form whose fields merely mention a method is forwarded unchanged."""
-    body = (
-        b'--b\r\nContent-Disposition: form-data; name="title"\r\n\r\n'
-        b"name=_method\r\n--b--\r\n"
-    )
+    body = b'--b\r\nContent-Disposition: form-data; name="title"\r\n\r\nname=_method\r\n--b--\r\n'
     resp = await hardened.request(
         "POST",
         "/v1/proxy/gitea/api/v1/repos/me/x",

@@ -81,6 +81,13 @@ capabilities:
                json: {{state: closed}}}}
     result: [number, state]
     log_params: [repo, index]
+  push.note:
+    service: push
+    description: Publish a note (a free-text parameter that is logged, for the audit tests)
+    params:
+      text: {{type: string, max_length: 200}}
+    request: {{method: POST, path: "/notes", json: {{text: "{{text}}"}}}}
+    log_params: [text]
 audit:
   params_key: params-key
 agents:

@@ -358,6 +358,19 @@ async def test_explain_rejects_bad_questions(
     assert resp.status == status
 
 
+async def test_explain_never_records_an_escaped_secret_in_logged_params(
+    capgw: CapGateway,
+) -> None:
+    token = capgw.tokens["opencode"]
+    escaped = "\\u" + f"{ord(token[0]):04x}" + token[1:]  # one JSON escape hides it in the body
+    body = '{"capability": "push.note", "params": {"text": "' + escaped + '"}}'
+    resp = await capgw.client.post("/v1/explain", data=body, headers=capgw.auth())
+    assert resp.status == 200
+    record = capgw.audit()[-1]
+    assert "TURRET_PARAMS" in record and "[REDACTED]" in record["TURRET_PARAMS"]
+    assert token not in capgw.audit_path.read_text()
+
+
 async def test_explain_in_report_mode_says_report_only(capgw: CapGateway) -> None:
     resp = await capgw.explain(
         {"capability": "chat.read_messages", "params": {"room_id": "!ops:example.org"}},

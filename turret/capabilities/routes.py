@@ -6,6 +6,7 @@ anything is sent upstream, and a lost audit record stops the call (503, nothing 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -141,7 +142,7 @@ async def handle_call(request: web.Request) -> web.Response:
         audit.outcome(exc.status, exc.reason, {})
         raise
     reason = "echo guard redacted credential material" if done.redactions else "done"
-    audit.outcome(
+    audit.outcome_of_action(
         done.status,
         reason,
         {
@@ -190,6 +191,8 @@ def _explained(runtime: Runtime, agent: Agent, audit: Audit, body: dict[str, JSO
             raise UnprocessableEntity("capability must be a name and params an object")
         capability = _capability(runtime, name)
         checked = validate_params(capability, params)
+        # Logged parameters are recorded decoded: the scrubber must see them as recorded.
+        audit.scrub.look_at(json.dumps(dict(checked), ensure_ascii=False).encode())
         audit.fields.update(audit_fields(capability, checked, runtime.params_key))
         return decide_capability(agent, capability, checked)
     _only(body, {"service", "method", "path"})
