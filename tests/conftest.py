@@ -283,6 +283,18 @@ def assert_absent(
             assert form not in data, f"secret leaked into {where}: {data[:300]!r}"
 
 
+async def assert_error(resp: ClientResponse, status: int, code: str) -> None:
+    """`resp` is the one JSON error shape, with this status and code and its request id."""
+    assert resp.status == status
+    assert resp.content_type == "application/json"
+    payload = await resp.json()
+    assert payload.keys() == {"ok", "error"} and payload["ok"] is False
+    assert payload["error"].keys() == {"code", "message", "request_id"}
+    assert payload["error"]["code"] == code
+    assert payload["error"]["message"]
+    assert payload["error"]["request_id"] == resp.headers["X-Request-Id"]
+
+
 def record_responses(app: web.Application) -> list[bytes]:
     """Record the head and body of every response `app` sends, for the leak check."""
     recorded: list[bytes] = []

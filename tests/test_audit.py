@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway, Upstream, make_gateway
+from tests.conftest import Gateway, Upstream, assert_error, make_gateway
 from turret.audit import MAX_FIELD_CHARS, Auditor, Event, LineSink, clean
 from turret.errors import AuditUnavailable
 
@@ -90,9 +90,7 @@ async def test_audit_failure_refuses_with_503_and_forwards_nothing(
     )
     try:
         resp = await gw.request("GET", "/v1/proxy/gitea/api/v1/user")
-        assert resp.status == 503
-        body = await resp.json()
-        assert body["error"]["code"] == "unavailable"
+        await assert_error(resp, 503, "unavailable")
         assert upstream.received == []
         whoami = await gw.client.get("/v1/whoami", headers=gw.auth())
         assert whoami.status == 503
