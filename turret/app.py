@@ -252,7 +252,6 @@ class Audit:
             },
         )
 
-
     def outcome_of_action(self, status: int, reason: str, extra: Fields) -> None:
         """The outcome of a request the upstream has acted on. If this record is lost the agent
         still gets the true answer (a 503 now would invite a retry of what was done); the

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from turret.capabilities.catalog import KINDS, catalog_capabilities
+from turret.capabilities.template import template_problems
+from turret.config import BearerAuth, Service
 
 MAGNET = "magnet:?xt=urn:btih:" + "a" * 40 + "&dn=debian-12.iso"
 
@@ -226,3 +229,13 @@ async def test_homeassistant_domain_allowlist(
     resp = await capgw.call("home.call_service", params)
     assert resp.status == status
     assert capgw.fakes.requests("homeassistant") == []
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_catalog_templates_pass_the_checks_user_templates_get(kind: str) -> None:
+    """Calls trust a template's fixed path parts: the catalog's must pass the load-time checks."""
+    service = Service("svc", "https://svc.example", BearerAuth("t"), kind=kind, node="pve1")
+    capabilities = catalog_capabilities(service)
+    assert capabilities
+    for capability in capabilities:
+        assert template_problems(capability) == [], capability.name

@@ -231,6 +231,9 @@ def _fill_path(
         return CanonicalPath(())
     segments: list[str] = []
     for segment in template[1:].split("/"):
+        if "{" not in segment:
+            segments.append(segment)  # a fixed part: `_path_problems` checked it at load
+            continue
         whole = PLACEHOLDER.fullmatch(segment)
         param = capability.param(whole[1]) if whole else None
         if param is not None and param.segments > 1:
