@@ -65,7 +65,13 @@ async def test_audit_agent_name_comes_from_the_token(hardened: Hardened) -> None
 
 async def test_audit_header_values_are_not_recorded(hardened: Hardened) -> None:
     """Attack: get arbitrary text into the audit trail through request headers."""
-    await hardened.request("GET", "/v1/proxy/gitea/api/v1/user", headers={"X-Note": "INJECTED"})
+    resp = await hardened.request(
+        "GET", "/v1/proxy/gitea/api/v1/user", headers={"X-Note": "INJECTED"}
+    )
+    assert resp.status == 200
+    (got,) = hardened.upstream.received
+    assert got.headers["X-Note"] == "INJECTED"  # forwarded, so it was in Turret's hands
+    assert len(hardened.audit()) == 2  # the decision and the outcome were both written
     assert "INJECTED" not in hardened.audit_path.read_text()
 
 
