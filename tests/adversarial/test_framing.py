@@ -71,10 +71,12 @@ async def test_framing_malformed_request_line_is_refused(
     hardened: Hardened, request_line: bytes
 ) -> None:
     """Attack: a request line other parsers might split differently."""
-    data, _closed = await hardened.raw(
+    data, closed = await hardened.raw(
         request_line + b"Authorization: Bearer " + hardened.token.encode() + b"\r\n\r\n"
     )
-    assert b" 200 " not in data.split(b"\r\n", 1)[0]
+    status_line = data.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/") and b" 400 " in status_line, data[:80]
+    assert closed
     assert hardened.upstream.received == []
 
 
@@ -108,8 +110,10 @@ async def test_framing_connect_method_is_not_a_tunnel(hardened: Hardened) -> Non
         + hardened.token.encode()
         + b"\r\n\r\nSSH-2.0-x\r\n"
     )
-    assert not data.startswith(b"HTTP/1.1 200")
+    assert data.startswith(b"HTTP/1.1 4"), data[:80]
     assert hardened.upstream.received == []
+    record = hardened.audit()[0]
+    assert (record["TURRET_METHOD"], record["TURRET_DECISION"]) == ("CONNECT", "deny")
 
 
 @pytest.mark.parametrize(
