@@ -287,4 +287,6 @@ async def test_upstream_response_splitting_does_not_reach_next_request(
     first = await gw.request("GET", "/v1/proxy/faulty/desync")
     assert (first.status, await first.read()) == (200, b"ok")
     second = await gw.request("GET", "/v1/proxy/faulty/desync")
-    assert await second.read() != b"evil!"
+    # Its own answer: "ok" on a fresh connection, or "good" on a reused one, never "evil!".
+    assert second.status == 200
+    assert await second.read() in {b"ok", b"good"}
