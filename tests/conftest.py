@@ -188,25 +188,33 @@ async def upstream() -> AsyncIterator[Upstream]:
 # --- the gateway -------------------------------------------------------------------------------
 
 
-def config_text(upstream_url: str, token: str, other_token: str, extra: str = "") -> str:
-    """The test configuration: four services (one per auth kind) on the fake upstream."""
-    return f"""
-services:
+def upstream_services(upstream_url: str) -> str:
+    """The services every gateway config here has on the fake upstream: `gitea` (bearer, with
+    tight limits), `apikey` (an injected header) and `q` (an injected query parameter)."""
+    return f"""\
   gitea:
     url: {upstream_url}
     auth: {{bearer: gitea-token}}
     timeout: 2
     max_request_bytes: 1024
     max_response_bytes: 65536
-  basic:
-    url: {upstream_url}/base
-    auth: {{basic: {{username: bot, password: {{credential: basic-password}}}}}}
   apikey:
     url: {upstream_url}
     auth: {{header: {{name: X-Api-Key, value: api-key}}}}
   q:
     url: {upstream_url}
     auth: {{query: {{name: api_key, value: query-key}}}}
+"""
+
+
+def config_text(upstream_url: str, token: str, other_token: str, extra: str = "") -> str:
+    """The test configuration: four services (one per auth kind) on the fake upstream."""
+    return f"""
+services:
+{upstream_services(upstream_url)}\
+  basic:
+    url: {upstream_url}/base
+    auth: {{basic: {{username: bot, password: {{credential: basic-password}}}}}}
 agents:
   opencode:
     token_sha256: {token_sha256(token)}

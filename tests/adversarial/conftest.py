@@ -24,7 +24,7 @@ from aiohttp.resolver import DefaultResolver
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import AppRunner
 
-from tests.conftest import Gateway, Upstream, record_responses
+from tests.conftest import Gateway, Upstream, record_responses, upstream_services
 from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
@@ -91,19 +91,7 @@ def hardened_config(
     token, other = tokens
     return f"""
 services:
-  gitea:
-    url: {upstream_url}
-    auth: {{bearer: gitea-token}}
-    timeout: 2
-    max_request_bytes: 1024
-    max_response_bytes: 65536
-  apikey:
-    url: {upstream_url}
-    auth: {{header: {{name: X-Api-Key, value: api-key}}}}
-  q:
-    url: {upstream_url}
-    auth: {{query: {{name: api_key, value: query-key}}}}
-{services}
+{upstream_services(upstream_url)}{services}
 agents:
   opencode:
     token_sha256: {token_sha256(token)}
