@@ -12,6 +12,7 @@ import pytest
 from yarl import URL
 
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from tests.conftest import assert_error
 
 ROOM = "!ops:example.org"
 
@@ -67,8 +68,7 @@ async def test_list_for_a_group_member_and_for_nobody(capgw: CapGateway) -> None
 
 async def test_list_needs_a_token(capgw: CapGateway) -> None:
     resp = await capgw.client.get("/v1/capabilities")
-    assert resp.status == 401
-    assert (await resp.json())["error"]["code"] == "unauthorized"
+    await assert_error(resp, 401, "unauthorized")
 
 
 @pytest.mark.parametrize(
@@ -355,7 +355,9 @@ async def test_explain_rejects_bad_questions(
     capgw: CapGateway, body: dict[str, Any], status: int
 ) -> None:
     resp = await capgw.explain(body)
-    assert resp.status == status
+    code = {400: "bad_request", 404: "not_found", 422: "invalid_params"}[status]
+    await assert_error(resp, status, code)
+    assert capgw.fakes.seen == []
 
 
 async def test_explain_never_records_an_escaped_secret_in_logged_params(
