@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from turret.config import load_config
@@ -78,6 +78,7 @@ def test_canonical_path_never_crashes_on_any_text(raw: str) -> None:
 
 @FAST
 @given(RAW_PATHS)
+@example("/a%2Eb/c")  # accepted: the assertions below run at least once
 def test_canonical_path_is_stable(raw: str) -> None:
     path = _canonical(raw)
     if path is not None:
@@ -87,6 +88,7 @@ def test_canonical_path_is_stable(raw: str) -> None:
 
 @FAST
 @given(RAW_PATHS)
+@example("/a/%2561/b%20c")  # accepted: the assertions below run at least once
 def test_canonical_path_has_no_traversal_at_any_decoding_depth(raw: str) -> None:
     path = _canonical(raw)
     if path is None:
@@ -102,6 +104,7 @@ def test_canonical_path_has_no_traversal_at_any_decoding_depth(raw: str) -> None
 
 @FAST
 @given(RAW_PATHS)
+@example("/x")  # allowed: the assertions below run at least once
 def test_glob_grant_never_allows_an_escape(tail: str) -> None:
     """A path allowed by `/api/v1/repos/me/*` is exactly one segment under that prefix, however
     the rest was written."""
