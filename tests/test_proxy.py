@@ -123,6 +123,7 @@ async def test_proxy_double_star_matches_any_depth(gateway: Gateway) -> None:
         "/api/v1/repos/me/a%",
         "/api/v1/repos/me/%ff%fe",
         "/api/v1/repos/me/a\\b",
+        "/api/v1/repos/me/%252e%ef%bc%8e/x",  # fullwidth dot hidden one decoding deeper
     ],
 )
 async def test_proxy_rejects_ambiguous_paths(gateway: Gateway, path: str) -> None:

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.resolver import DefaultResolver
-from multidict import CIMultiDict
 
 from turret.audit import INFO, NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
-from turret.config import NAME, Agent
+from turret.config import Agent
 from turret.connector import ResolverFactory, SessionPool
 from turret.echo import Redactor
 from turret.errors import (
@@ -31,6 +30,7 @@ from turret.errors import (
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
+    error_body,
 )
 from turret.exfil import TokenGuard, carries, find_secret
 from turret.httpserver import handler_args
@@ -39,7 +39,7 @@ from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
 from turret.ratelimit import AgentLimiter
 from turret.runtime import Runtime, RuntimeHolder
-from turret.upstream import Outbound, caller_headers, method_override_parameter
+from turret.upstream import Outbound, caller_headers, method_override_parameter, read_at_most
 
 log = logging.getLogger("turret")
 
@@ -59,7 +59,6 @@ class Stats:
 
     requests: int = 0
     in_flight: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 STATS = web.AppKey("stats", Stats)
@@ -99,11 +98,6 @@ async def _client_sessions(app: web.Application, resolver: ResolverFactory) -> A
         yield
     finally:
         await pool.close()
-
-
-def error_body(code: str, message: str, request_id: str) -> dict[str, object]:
-    """The one error shape every error response uses."""
-    return {"ok": False, "error": {"code": code, "message": message, "request_id": request_id}}
 
 
 @web.middleware
@@ -217,7 +211,7 @@ class Audit:
     scrub: Scrubber
     started: float = field(default_factory=time.monotonic)
 
-    def _record(self, event: Event, message: str, fields: Fields, priority: int = 6) -> None:
+    def _record(self, event: Event, message: str, fields: Fields, priority: int = INFO) -> None:
         scrub = self.scrub
         clean = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
         self.auditor.record(event, scrub(message), clean, priority=priority)
@@ -267,7 +261,7 @@ def authenticate(request: web.Request, runtime: Runtime) -> Agent:
     # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
     token = bearer_token(values[0]) if len(values) == 1 else None
     agent = runtime.tokens.agent_for(token) if token else None
-    if agent is None or token is None:
+    if agent is None or token is None:  # (token is None implies agent is None; mypy needs both)
         raise Unauthorized("missing or invalid agent token")
     request.app[TOKENS].remember(token)  # from now on, no request may carry it upstream
     return agent
@@ -339,7 +333,7 @@ async def _proxy(
     try:
         path = canonical_path(raw_path)
         audit.fields["TURRET_PATH"] = path.encoded
-        service = runtime.config.services.get(raw_service) if NAME.fullmatch(raw_service) else None
+        service = runtime.config.services.get(raw_service)
         decision = decide_proxy(agent, raw_service, request.method, path)
     except RequestError as exc:
         audit.decision(Decision(False, exc.reason), exc.status)
@@ -382,10 +376,14 @@ def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
     return tokens.redactor.redact_text(text)[0]
 
 
+def secret_guards(request: web.Request, runtime: Runtime) -> tuple[Redactor, ...]:
+    """What no request may carry: the loaded and injected credentials, and known agent tokens."""
+    return (runtime.redactor, request.app[TOKENS].redactor)
+
+
 def refuse_secret_body(request: web.Request, runtime: Runtime, body: bytes) -> None:
     """Raise `CredentialInRequest` if `body` (a capability's parameters) carries a secret."""
-    guards = (runtime.redactor, request.app[TOKENS].redactor)
-    if find_secret(guards, path="", query="", headers=CIMultiDict(), body=body) is not None:
+    if carries(body, secret_guards(request, runtime)):
         raise CredentialInRequest(
             "request carries a credential or agent token and was not forwarded",
             reason="exfiltration guard: credential material in the parameters",
@@ -402,7 +400,7 @@ def refuse_secrets(request: web.Request, runtime: Runtime, out: Outbound) -> Non
             reason=f"method override parameter {override!r} refused",
         )
     where = find_secret(
-        (runtime.redactor, request.app[TOKENS].redactor),
+        secret_guards(request, runtime),
         path=out.path.encoded,
         query=out.query,
         headers=out.headers,
@@ -427,27 +425,20 @@ def split_target(raw_target: str) -> tuple[str, str, str]:
 async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     """The request body, refused with 413 as soon as it exceeds `limit` bytes (counted after
     decompression) and with 408 if it has not arrived within `within` seconds."""
+    too_large = PayloadTooLarge(f"request body is larger than {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        raise too_large
     if not request.body_exists:
         return b""
     try:
         async with asyncio.timeout(within):
-            return await _read_limited(request, limit)
+            data = await read_at_most(request.content, limit)
     except TimeoutError:
         raise RequestTimeout(f"request body did not arrive within {within:g} s") from None
     except web.RequestPayloadError:
         # The parser found the body undecodable (garbage gzip or deflate) after the head was
         # accepted: the agent's error, answered and audited like any other.
         raise BadRequest("request body could not be decoded") from None
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if data is None:
+        raise too_large
+    return data

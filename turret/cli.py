@@ -107,7 +107,3 @@ def _token_new(args: argparse.Namespace) -> int:
     print("put this in the config:")
     print(f"agents:\n  {args.agent}:\n    token_sha256: {token_sha256(token)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

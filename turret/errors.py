@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def error_body(code: str, message: str, request_id: str) -> dict[str, object]:
+    """The one error shape every error response uses."""
+    return {"ok": False, "error": {"code": code, "message": message, "request_id": request_id}}
+
+
 class TurretError(Exception):
     """Base of every error Turret raises on purpose."""
 

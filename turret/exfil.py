@@ -19,7 +19,6 @@ from urllib.parse import unquote_to_bytes
 
 from multidict import CIMultiDict
 
-from turret.auth import token_sha256
 from turret.echo import Redactor
 
 
@@ -27,16 +26,13 @@ class TokenGuard:
     """The agent tokens presented to Turret so far (bounded: only valid tokens are kept)."""
 
     def __init__(self) -> None:
-        self._digests: set[str] = set()
-        self._tokens: list[str] = []
+        self._tokens: set[str] = set()
         self.redactor = Redactor([])
 
     def remember(self, token: str) -> None:
         """Guard `token` from now on; called once an agent has authenticated with it."""
-        digest = token_sha256(token)
-        if digest not in self._digests:
-            self._digests.add(digest)
-            self._tokens.append(token)
+        if token not in self._tokens:
+            self._tokens.add(token)
             self.redactor = Redactor(self._tokens)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from turret.errors import error_body
 from turret.ratelimit import ServerLimits
 
 HTTP_LOG = logging.getLogger("turret.http")
@@ -59,12 +60,7 @@ def handler_args(limits: ServerLimits) -> dict[str, Any]:
     }
 
 
-_BUSY_BODY = json.dumps(
-    {
-        "ok": False,
-        "error": {"code": "unavailable", "message": "too many connections", "request_id": ""},
-    }
-).encode()
+_BUSY_BODY = json.dumps(error_body("unavailable", "too many connections", "")).encode()
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"

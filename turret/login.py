@@ -34,44 +34,50 @@ _MAX_LOGIN_ANSWER = 4096
 
 
 @dataclass
-class _Session:
+class Session:
+    """One login: the cookie, and a redactor for it built once rather than per request."""
+
     fingerprint: bytes
     cookie: str  # "NAME=value", as sent back in the Cookie header
+    guard: Redactor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.guard = Redactor([self.cookie.partition("=")[2], self.cookie])
 
     def __repr__(self) -> str:
-        return "_Session(<redacted>)"
+        return "Session(<redacted>)"
 
 
 @dataclass
 class LoginSessions:
     """Session cookies per service name, held only in memory."""
 
-    _sessions: dict[str, _Session] = field(default_factory=dict)
+    _sessions: dict[str, Session] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"LoginSessions(services={sorted(self._sessions)})"
 
-    async def cookie(
+    async def get(
         self,
         http: aiohttp.ClientSession,
         service: Service,
         login: tuple[str, str],
-        stale: str | None = None,
-    ) -> str:
-        """The service's session cookie, logging in first if there is none or it is `stale`.
+        stale: Session | None = None,
+    ) -> Session:
+        """The service's login session, logging in first if there is none or it is `stale`.
 
         One login at a time per service, so a burst of calls after expiry logs in once.
         """
         fingerprint = hashlib.sha256("\0".join((service.url, *login)).encode()).digest()
         async with self._locks.setdefault(service.name, asyncio.Lock()):
             current = self._sessions.get(service.name)
-            if current and current.fingerprint == fingerprint and current.cookie != stale:
-                return current.cookie
+            if current and current.fingerprint == fingerprint and current is not stale:
+                return current
             self._sessions.pop(service.name, None)
-            cookie = await _login(http, service, login)
-            self._sessions[service.name] = _Session(fingerprint, cookie)
-            return cookie
+            session = Session(fingerprint, await _login(http, service, login))
+            self._sessions[service.name] = session
+            return session
 
 
 LOGINS = web.AppKey("logins", LoginSessions)
@@ -92,19 +98,20 @@ async def send_upstream(
     injection = runtime.injections[service.name]
     if injection.login is None:
         return await forward(http, service, injection, runtime.redactor, out)
-    cookie = await sessions.cookie(http, service, injection.login)
-    result = await _with_cookie(http, service, runtime, out, cookie)
+    session = await sessions.get(http, service, injection.login)
+    result = await _with_session(http, service, runtime, out, session)
     if result.status == 403:
-        cookie = await sessions.cookie(http, service, injection.login, stale=cookie)
-        result = await _with_cookie(http, service, runtime, out, cookie)
+        session = await sessions.get(http, service, injection.login, stale=session)
+        result = await _with_session(http, service, runtime, out, session)
     return result
 
 
-async def _with_cookie(
-    http: aiohttp.ClientSession, service: Service, runtime: Runtime, out: Outbound, cookie: str
+async def _with_session(
+    http: aiohttp.ClientSession, service: Service, runtime: Runtime, out: Outbound, session: Session
 ) -> UpstreamResponse:
-    result = await forward(http, service, Injection({"Cookie": cookie}), runtime.redactor, out)
-    guard = Redactor([cookie.partition("=")[2], cookie])
+    injection = Injection({"Cookie": session.cookie})
+    result = await forward(http, service, injection, runtime.redactor, out)
+    guard = session.guard
     body, count = guard.redact(result.body)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in result.headers.items():

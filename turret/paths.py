@@ -64,15 +64,11 @@ def _segment(raw: str) -> str:
     if _ESCAPE.search(raw):
         raise BadRequest("malformed percent-escape in path")
     value = unquote_to_bytes(raw)
-    _check_decoded(value)
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("path segment is not valid UTF-8") from None
-    if not text.isascii():
-        # Upstreams that apply Unicode compatibility normalisation read FULLWIDTH FULL STOP
-        # twice as ".." and FULLWIDTH SOLIDUS as "/": judge the segment as they would see it.
-        _check_decoded(unicodedata.normalize("NFKC", text).encode("utf-8"))
+    _check_level(value)
     # An upstream or a framework in front of it may decode again: what the next levels of
     # decoding would reveal must be as harmless as the first.
     deeper = value
@@ -80,8 +76,17 @@ def _segment(raw: str) -> str:
         if b"%" not in deeper or _ESCAPE.search(deeper.decode("latin-1")):
             break
         deeper = unquote_to_bytes(deeper)
-        _check_decoded(deeper)
+        _check_level(deeper)
     return text
+
+
+def _check_level(value: bytes) -> None:
+    """Refuse one decoding level of a segment, also as a Unicode-normalising upstream reads it:
+    NFKC turns FULLWIDTH FULL STOP into "." and FULLWIDTH SOLIDUS into "/"."""
+    _check_decoded(value)
+    if not value.isascii():
+        text = value.decode("utf-8", "replace")
+        _check_decoded(unicodedata.normalize("NFKC", text).encode("utf-8"))
 
 
 def _check_decoded(value: bytes) -> None:

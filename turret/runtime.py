@@ -58,7 +58,6 @@ class Runtime:
     tokens: TokenIndex
     injections: Mapping[str, Injection]
     redactor: Redactor
-    secret_count: int
     params_key: bytes = PROCESS_PARAMS_KEY
 
     def __repr__(self) -> str:
@@ -80,7 +79,7 @@ def build_runtime(config: Config, credentials_dir: str | None = None) -> Runtime
     key = secrets[config.params_key].reveal().encode() if config.params_key else PROCESS_PARAMS_KEY
     for agent in config.agents.values():
         _ = agent.proxy_index  # built here, at load, rather than by an agent's first request
-    return Runtime(config, tokens, injections, Redactor(guarded), len(secrets), key)
+    return Runtime(config, tokens, injections, Redactor(guarded), key)
 
 
 def _injection(service: Service, secrets: Mapping[str, Secret]) -> Injection:

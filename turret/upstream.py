@@ -263,19 +263,28 @@ async def forward(
     return UpstreamResponse(status, out_headers, clean, n_headers + n_body)
 
 
+async def read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole of `stream`, or None as soon as it is longer than `limit` bytes. Bytes are
+    counted as read, after decompression, so a small compressed body cannot expand past it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    too_large = BadGateway("upstream response is larger than the service's max_response_bytes")
     if (
         resp.content_length is not None
         and resp.content_length > limit
         and not resp.headers.get("Content-Encoding")
     ):
-        raise BadGateway("upstream response is larger than the service's max_response_bytes")
-    chunks: list[bytes] = []
-    size = 0
-    # Counted after decompression, so a small compressed body cannot expand past the limit.
-    async for chunk in resp.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BadGateway("upstream response is larger than the service's max_response_bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise too_large
+    data = await read_at_most(resp.content, limit)
+    if data is None:
+        raise too_large
+    return data
