@@ -424,3 +424,39 @@ async def test_call_with_a_secret_in_a_parameter_is_refused(
     (record,) = capgw.audit()
     assert record["TURRET_DECISION"] == "deny"
     assert record["TURRET_REASON"].startswith("exfiltration guard")
+
+
+def _escaped(secret: str) -> str:
+    """`secret` with its first character behind a JSON escape: the raw body does not show it."""
+    return f"\\u{ord(secret[0]):04x}{secret[1:]}"
+
+
+async def test_call_with_a_secret_in_a_parameter_name_is_refused(capgw: CapGateway) -> None:
+    """Attack: the token hidden by a JSON escape in a parameter *name*, which the error for an
+    unknown or malformed name would quote into the audit record and the response."""
+    raw = b'{"ctid": 101, "' + _escaped(capgw.tokens["opencode"]).encode() + b'": 1}'
+    resp = await capgw.call("pve.pct_status", raw=raw)
+    assert resp.status == 403, await resp.text()
+    assert (await resp.json())["error"]["code"] == "credential_in_request"
+    assert capgw.fakes.seen == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        '{"ctid": 101, "SECRET": 1}',  # a malformed name, quoted in the error
+        '{"ctid": 101, "xxxxxxxxxxxxxxxxxxxxSECRET": 1}',  # a long one, quoted cut short
+        '{"SECRET": 1, "SECRET": 2}',  # a duplicate key, quoted in the error
+    ],
+)
+async def test_explain_never_quotes_an_escaped_secret_in_a_parameter_name(
+    capgw: CapGateway, params: str
+) -> None:
+    token = capgw.tokens["opencode"]
+    body = '{"capability": "pve.pct_status", "params": ' + params + "}"
+    body = body.replace("SECRET", _escaped(token))
+    resp = await capgw.client.post("/v1/explain", data=body, headers=capgw.auth())
+    assert resp.status == 400, await resp.text()
+    seen = (await resp.text()) + capgw.audit_path.read_text()
+    # Not even a part of it: the scrubber recognises whole values only.
+    assert token[:20] not in seen and token[-20:] not in seen

@@ -15,7 +15,7 @@ from turret.capabilities.model import (
 from turret.capabilities.projection import project
 from turret.capabilities.readers import read_result
 from turret.capabilities.schema import capability_schema, narrowed, validate_params
-from turret.capabilities.strictjson import parse_object
+from turret.capabilities.strictjson import parse_object, searchable, shown_key
 from turret.capabilities.template import build_request
 from turret.checker import Checker
 from turret.config import load_config
@@ -180,3 +180,24 @@ def test_policy_groups_deny_and_first_matching_grant() -> None:
     assert (get.allowed, get.rule) == (True, "groups.ops.proxy[0]")
     delete = decide_proxy(agent, "git", "DELETE", path)
     assert (delete.allowed, delete.rule) == (False, "agents.ops/bob.deny[0]")
+
+
+@pytest.mark.parametrize(
+    ("body", "decoded"),
+    [
+        (b'{"a": "plain"}', None),  # nothing escaped: searched as it is
+        (b'{"\\u0074ok": 1}', '{"tok": 1}'),
+        (b'"\\\\u0074"', '"\\u0074"'),  # an escaped backslash, then text
+        (b'"\\ud83d\\ude00 \\n\\/"', '"\U0001f600 \n/"'),  # a surrogate pair is joined
+        (b'{"\\u0074', '{"t'),  # not JSON, searched all the same
+    ],
+)
+def test_searchable_adds_the_decoded_body(body: bytes, decoded: str | None) -> None:
+    expected = body if decoded is None else body + b"\n" + decoded.encode()
+    assert searchable(body) == expected
+
+
+def test_shown_key_is_whole_or_not_at_all() -> None:
+    assert shown_key("Ctid") == "'Ctid'"
+    assert shown_key("\u00e9") == "'\\\\xe9'"
+    assert shown_key("k" * 65) == "of 65 characters"

@@ -6,7 +6,6 @@ anything is sent upstream, and a lost audit record stops the call (503, nothing 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -24,8 +23,7 @@ from turret.app import (
 from turret.capabilities.engine import audit_fields, run_capability
 from turret.capabilities.model import JSON, Capability
 from turret.capabilities.schema import capability_schema, validate_params
-from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object
-from turret.capabilities.template import text_of
+from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object, searchable, shown_key
 from turret.config import METHODS, Agent
 from turret.errors import BadRequest, Forbidden, NotFound, RequestError, UnprocessableEntity
 from turret.login import LOGINS, LoginSessions
@@ -65,6 +63,13 @@ def _authenticated(request: web.Request, audit: Audit, runtime: Runtime) -> Agen
         audit.decision(Decision(False, exc.reason), exc.status)
         raise
     return agent
+
+
+def _refused(audit: Audit, exc: RequestError) -> None:
+    """Record a refusal. The agent's answer is scrubbed like the record: it may quote what the
+    agent sent (a parameter name), and a secret never goes back out, even to its sender."""
+    audit.decision(Decision(False, exc.reason), exc.status)
+    exc.message = audit.scrub(exc.message)
 
 
 def visible(agent: Agent, capabilities: dict[str, Capability]) -> list[dict[str, Any]]:
@@ -117,17 +122,16 @@ async def handle_call(request: web.Request) -> web.Response:
     try:
         capability = _capability(runtime, raw_name)
         raw = await read_body(request, MAX_BODY_BYTES, runtime.config.limits.body_timeout)
-        audit.scrub.look_at(raw)  # recorded fields may come from it: params, a path
-        refuse_secret_body(request, runtime, raw)
+        # Searched as sent and as decoded: a JSON escape ("\\u0074urret_...") hides a secret
+        # from the bytes, not from a parameter or a name quoted in an error.
+        seen = searchable(raw)
+        audit.scrub.look_at(seen)  # recorded fields may come from it: params, a path
+        refuse_secret_body(request, runtime, seen)
         params = validate_params(capability, parse_object(raw))
-        # Decoding may reveal what JSON escapes hid from the raw check ("\\u0074urret_..."):
-        # the values as they will be sent are checked too.
-        decoded = "\n".join(text_of(v) for v in params.values()).encode("utf-8")
-        refuse_secret_body(request, runtime, decoded)
         audit.fields.update(audit_fields(capability, params, runtime.params_key))
         decision = decide_capability(agent, capability, params)
     except RequestError as exc:
-        audit.decision(Decision(False, exc.reason), exc.status)
+        _refused(audit, exc)
         raise
     if not decision.allowed:
         audit.decision(decision, 403)
@@ -163,11 +167,12 @@ async def handle_explain(request: web.Request) -> web.Response:
     try:
         limits = runtime.config.limits
         raw = await read_body(request, MAX_BODY_BYTES, limits.body_timeout)
-        audit.scrub.look_at(raw)  # recorded fields may come from it: params, a path
+        # Recorded fields may come from it, decoded: params, a path, a name quoted in an error.
+        audit.scrub.look_at(searchable(raw))
         body = parse_object(raw)
         decision = _explained(runtime, agent, audit, body)
     except RequestError as exc:
-        audit.decision(Decision(False, exc.reason), exc.status)
+        _refused(audit, exc)
         raise
     audit.decision(Decision(True, f"explain only: {decision.reason}", decision.rule), 200)
     return web.json_response(
@@ -191,8 +196,6 @@ def _explained(runtime: Runtime, agent: Agent, audit: Audit, body: dict[str, JSO
             raise UnprocessableEntity("capability must be a name and params an object")
         capability = _capability(runtime, name)
         checked = validate_params(capability, params)
-        # Logged parameters are recorded decoded: the scrubber must see them as recorded.
-        audit.scrub.look_at(json.dumps(dict(checked), ensure_ascii=False).encode())
         audit.fields.update(audit_fields(capability, checked, runtime.params_key))
         return decide_capability(agent, capability, checked)
     _only(body, {"service", "method", "path"})
@@ -209,5 +212,5 @@ def _explained(runtime: Runtime, agent: Agent, audit: Audit, body: dict[str, JSO
 
 def _only(body: dict[str, JSON], keys: set[str]) -> None:
     for key in sorted(body.keys() - keys):
-        shown = key.encode("ascii", "backslashreplace").decode()[:64]
-        raise UnprocessableEntity(f"{shown}: unknown key; expected {', '.join(sorted(keys))}")
+        expected = ", ".join(sorted(keys))
+        raise UnprocessableEntity(f"unknown key {shown_key(key)}; expected {expected}")

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from turret.capabilities.model import JSON, Capability, Constraint, Param, ParamValue
+from turret.capabilities.strictjson import shown_key
 from turret.capabilities.template import TEXT_PLACES, placements
 from turret.errors import BadRequest, UnprocessableEntity
 
@@ -37,8 +38,9 @@ def validate_params(capability: Capability, raw: Mapping[str, JSON]) -> dict[str
     """The parameters of a call, checked against the capability's schema; defaults filled in."""
     for key in raw:
         if not PARAM_NAME.fullmatch(key):
-            shown = key.encode("ascii", "backslashreplace").decode()[:64]
-            raise BadRequest(f"parameter name {shown!r} is not allowed: names match [a-z0-9_.-]")
+            raise BadRequest(
+                f"parameter name {shown_key(key)} is not allowed: names match [a-z0-9_.-]"
+            )
     for key in sorted(raw):
         if capability.param(key) is None:
             raise UnprocessableEntity(f"params.{key}: {capability.name} has no such parameter")

@@ -33,7 +33,7 @@ from turret.capabilities.readers import (
     read_result,
 )
 from turret.capabilities.schema import constraint_problem
-from turret.capabilities.template import BODY_KINDS, template_problems
+from turret.capabilities.template import BODY_KINDS, FIELD_NAME, template_problems
 from turret.checker import Checker
 from turret.yamlload import join
 
@@ -220,7 +220,7 @@ def _request(ck: Checker, path: str, value: Any) -> Template | None:
     kind = bodies[0] if bodies else None
     body = spec.get(kind) if kind else None
     if kind in ("form", "multipart"):
-        body = dict(_texts(ck, join(path, kind), body, re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}")))
+        body = dict(_texts(ck, join(path, kind), body, FIELD_NAME))
     if not isinstance(method, str) or method not in base.METHODS or url_path is None:
         return None
     return Template(method, url_path, query, headers, kind, body)

@@ -8,6 +8,7 @@ scripts. A body with any of them is refused, so Turret checks exactly what it th
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from turret.capabilities.model import JSON
@@ -15,6 +16,9 @@ from turret.errors import BadRequest
 
 MAX_BODY_BYTES = 64 * 1024
 _MAX_NUMBER_CHARS = 32  # longer numbers are refused before Python parses them
+_MAX_SHOWN_KEY = 64
+_STRING_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_SIMPLE_ESCAPES = dict(zip('"\\/bfnrt', '"\\/\b\f\n\r\t', strict=True))
 
 
 class _Refused(ValueError):
@@ -25,7 +29,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused(f"duplicate key {_shown(key)}")
+            raise _Refused(f"duplicate key {shown_key(key)}")
         out[key] = value
     return out
 
@@ -49,10 +53,28 @@ def _float(text: str) -> float:
     return value
 
 
-def _shown(key: str) -> str:
-    """A key as it may appear in a message: printable ASCII, short."""
-    text = key.encode("ascii", "backslashreplace").decode()
-    return repr(text[:64])
+def shown_key(key: str) -> str:
+    """A key as a message may quote it: printable ASCII, and whole or not at all. A key cut short
+    could hold part of a secret, which the audit's scrubber (it knows whole values) would miss."""
+    if len(key) > _MAX_SHOWN_KEY:
+        return f"of {len(key)} characters"
+    return repr(key.encode("ascii", "backslashreplace").decode())
+
+
+def searchable(body: bytes) -> bytes:
+    """`body`, and if it holds JSON string escapes, a copy with them decoded: what the secret
+    guards search. An escape hides a value from the raw bytes (`\\u0074urret_...`) but not from
+    the parsed body; this works on any bytes, so a body refused as JSON is searched too."""
+    if b"\\" not in body:
+        return body
+    text = _STRING_ESCAPE.sub(_unescape, body.decode("utf-8", "replace"))
+    # A character outside the BMP is escaped as a surrogate pair: join the pairs.
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return body + b"\n" + text.encode("utf-8")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return chr(int(m[1], 16)) if m[1] else _SIMPLE_ESCAPES[m[2]]
 
 
 def parse_object(body: bytes) -> dict[str, JSON]:

@@ -22,7 +22,7 @@ from turret.paths import CanonicalPath, canonical_path
 
 PLACEHOLDER = re.compile(r"\{(\$?[a-z][a-z0-9_]*)\}")
 _LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*,=:@-]*")
-_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}")
+FIELD_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}")
 # Headers a template may not set: credentials, routing and framing are Turret's alone.
 FORBIDDEN_HEADERS = frozenset(
     {
@@ -158,7 +158,7 @@ def _name_problems(capability: Capability) -> list[tuple[str, str]]:
     if req.body_kind in ("form", "multipart"):
         fields = req.body if isinstance(req.body, dict) else {}
         for name, value in fields.items():
-            if not _FIELD_NAME.fullmatch(name) or not isinstance(value, str):
+            if not FIELD_NAME.fullmatch(name) or not isinstance(value, str):
                 problems.append((f"request.{req.body_kind}.{name}", "must be NAME: text"))
     return problems
 
