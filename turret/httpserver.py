@@ -11,8 +11,8 @@ adversarial suite pins that behaviour. This module sets the limits around it:
   handler is still waiting for a message, which is exactly a slow head);
 - `limits.max_connections`: connections beyond it are answered 503 and closed at once.
 
-Parser errors quote the offending bytes, which may hold an agent's token; they are logged here
-by exception type only.
+Parser errors quote the offending bytes, which may hold an agent's token: they are logged here
+by exception type only, and answered in Turret's JSON error shape without the quote.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from turret.errors import error_body
 from turret.ratelimit import ServerLimits
@@ -77,6 +79,28 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, whose own refusals (malformed HTTP, caught before any route
+    runs) are answered in the JSON error shape and never quote back the bytes refused."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own handling logs (through the filter above) and refuses to answer twice.
+        super().handle_error(request, status, exc, message)
+        code = {400: "bad_request", 413: "request_too_large", 500: "internal"}.get(status)
+        body = error_body(code or "http_error", HTTPStatus(status).phrase.lower(), "")
+        response = web.json_response(body, status=status)
+        response.force_close()
+        return response
+
+
 class _CappedFactory:
     """The protocol factory the listening sockets use: aiohttp's, up to `limit` connections."""
 
@@ -88,7 +112,10 @@ class _CappedFactory:
         if len(self._server.connections) >= self._limit:
             HTTP_LOG.warning("connection refused: %d connections open", self._limit)
             return _Busy()
-        return self._server()
+        handler = self._server()
+        # aiohttp builds the handler (with the server's arguments); only its error answer changes.
+        handler.__class__ = _JsonErrorHandler
+        return handler
 
 
 class TurretRunner(web.AppRunner):

@@ -88,6 +88,9 @@ async def test_framing_token_in_malformed_header_is_not_logged(
     data, closed = await hardened.raw(bad + b"\x00\r\n\r\n")
     assert data.startswith(b"HTTP/1.0 400") and closed
     assert "refused malformed HTTP request" in caplog.text
+    # Nor does the refusal quote it back: the answer is the JSON error shape, nothing more.
+    assert hardened.token.encode() not in data
+    assert b'"code": "bad_request"' in data
     # The fixture asserts the token appears in no log line and no audit record.
 
 
