@@ -44,6 +44,9 @@ let
   # One source of truth: the same directives as the unit for other distributions.
   hardening = turretLib.hardeningFromFile ../systemd/turret.service;
 
+  # `NAME:PATH` for each credential: the LoadCredential= lines, and what a restart follows.
+  credentialLines = mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+
   renderedSettings = turretLib.stripNulls cfg.settings;
   uncheckedConfigFile = settingsFormat.generate "turret-unchecked.yaml" renderedSettings;
   # A config Turret would refuse to start with fails the build instead (credentials are not
@@ -317,12 +320,12 @@ in
       # A changed config is applied by reload; changed credentials need a restart, because
       # systemd copies them into $CREDENTIALS_DIRECTORY only at start.
       reloadTriggers = [ configFile ];
-      restartTriggers = mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+      restartTriggers = credentialLines;
       serviceConfig = hardening // {
         Type = "notify";
         ExecStart = "${cfg.package}/bin/turret serve --config ${configPath}";
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
-        LoadCredential = mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+        LoadCredential = credentialLines;
         Restart = "on-failure";
         # Exit status 78 means a bad config or credential: retrying cannot help.
         RestartPreventExitStatus = 78;
