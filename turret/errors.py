@@ -129,6 +129,13 @@ class BadGateway(RequestError):
     status, code = 502, "upstream_error"
 
 
+class ResponseWithheld(BadGateway):
+    """The upstream's answer holds credential material in a form that cannot be redacted in
+    place (seen only once decoded): nothing of it reaches the agent."""
+
+    code = "response_withheld"
+
+
 class UpstreamStatus(RequestError):
     """A capability's upstream answered with an error status; the message gives that status."""
 
