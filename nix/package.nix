@@ -27,6 +27,7 @@ python3Packages.buildPythonApplication {
 
   dependencies = [
     python3Packages.aiohttp
+    python3Packages.ahocorasick-rs
     python3Packages.pyyaml
     # Renamed from `systemd` to `systemd-python` in nixpkgs; accept either.
     (python3Packages.systemd-python or python3Packages.systemd)

@@ -102,7 +102,7 @@ def test_flake_shape(nix: str) -> None:
 PACKAGE = """{ nixpkgsLib, systemdName }:
 let
   lib = import (/. + nixpkgsLib + "/lib");
-  names = [ "setuptools" "aiohttp" "pyyaml" systemdName
+  names = [ "setuptools" "aiohttp" "ahocorasick-rs" "pyyaml" systemdName
             "pytestCheckHook" "pytest-aiohttp" "pytest-timeout" ];
   python3Packages = lib.genAttrs names (name: name) // { buildPythonApplication = args: args; };
   package = import (/. + %s) { inherit lib python3Packages; };
