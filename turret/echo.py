@@ -87,11 +87,16 @@ def wide_forms(value: bytes) -> set[bytes]:
         return set()
 
 
+def literal_forms(value: bytes) -> set[bytes]:
+    """The forms the automaton searches for: text forms and UTF-16/32, each also in base64."""
+    plain = text_forms(value) | wide_forms(value)
+    return plain.union(*(base64_forms(form) for form in plain))
+
+
 def encodings(value: bytes) -> set[bytes]:
     """Every literal form of `value` the guard knows (hex in both cases; the guard also finds
     mixed-case hex and every decoded view, which no fixed list can show)."""
-    forms = text_forms(value) | base64_forms(value) | wide_forms(value)
-    forms |= {binascii.hexlify(value), binascii.hexlify(value).upper()}
+    forms = literal_forms(value) | {binascii.hexlify(value), binascii.hexlify(value).upper()}
     return {f for f in forms if f}
 
 
@@ -140,7 +145,7 @@ class Redactor:
         for v in values:
             raw = v.encode("utf-8", "surrogateescape")
             if raw:
-                literal |= text_forms(raw) | base64_forms(raw) | wide_forms(raw)
+                literal |= literal_forms(raw)
                 hexes.add(binascii.hexlify(raw))
         self._literal = _Automaton(literal)
         self._hex = _Automaton(hexes)  # searched in lowercased data: hex in any letter case

@@ -60,11 +60,14 @@ class Shape:
     def found(self, view: bytes, squeezed: bytes, lowered: bytes) -> bool:
         """True if the shape is in `view` (raw, UTF-16/32, hex, base64 inside it). `squeezed` is
         `view` without whitespace, `lowered` is `squeezed` lowercased."""
-        if self._text.search(view) or self._hex.search(lowered):
+        if self._hex.search(lowered) or self._in_text(view):
             return True
-        if b"\0" in view and any(p.search(view) for p in self._wide):
+        return any(self._in_text(decoded) for decoded in self._base64_decoded(squeezed))
+
+    def _in_text(self, data: bytes) -> bool:
+        if self._text.search(data):
             return True
-        return any(self._text.search(decoded) for decoded in self._base64_decoded(squeezed))
+        return b"\0" in data and any(p.search(data) for p in self._wide)
 
     def spans(self, data: bytes, lowered: bytes) -> list[tuple[int, int]]:
         """Where `data` (and `lowered`, the same lowercased) holds the shape raw, UTF-16/32 or
