@@ -19,7 +19,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-_B64_RUN_CHARS = rb"[A-Za-z0-9+/_-]"
+# Base64 runs may be wrapped (MIME: CRLF every 76 characters, or at any other width); spaces end
+# a run, so ordinary text does not join into one.
+_B64_RUN_CHARS = rb"[A-Za-z0-9+/_\-\r\n]"
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
@@ -45,6 +47,7 @@ class Shape:
     _hex: re.Pattern[bytes] = field(init=False, repr=False)
     _wide: tuple[re.Pattern[bytes], ...] = field(init=False, repr=False)
     _b64_run: re.Pattern[bytes] = field(init=False, repr=False)
+    _b64_min: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         shape = (self.prefix, self.alphabet, self.min_length)
@@ -55,14 +58,18 @@ class Shape:
         set_(self, "_text", re.compile(_pattern(*shape, 1, True)))
         set_(self, "_hex", re.compile(hex_text))
         set_(self, "_wide", tuple(re.compile(p) for p in wide))
-        set_(self, "_b64_run", re.compile(_B64_RUN_CHARS + b"{%d,}" % run))
+        # Anchored at a run's start (the lookbehind), so a long run is not retried at each of
+        # its characters: linear.
+        run_re = b"(?<!" + _B64_RUN_CHARS + b")" + _B64_RUN_CHARS + b"{%d,}" % run
+        set_(self, "_b64_run", re.compile(run_re))
+        set_(self, "_b64_min", run)
 
     def found(self, view: bytes, squeezed: bytes, lowered: bytes) -> bool:
         """True if the shape is in `view` (raw, UTF-16/32, hex, base64 inside it). `squeezed` is
         `view` without whitespace, `lowered` is `squeezed` lowercased."""
         if self._hex.search(lowered) or self._in_text(view):
             return True
-        return any(self._in_text(decoded) for decoded in self._base64_decoded(squeezed))
+        return any(self._in_text(decoded) for decoded in self._base64_decoded(view))
 
     def _in_text(self, data: bytes) -> bool:
         if self._text.search(data):
@@ -77,9 +84,11 @@ class Shape:
             patterns += [(p, data) for p in self._wide]
         return [m.span() for p, haystack in patterns for m in p.finditer(haystack)]
 
-    def _base64_decoded(self, squeezed: bytes) -> Iterator[bytes]:
-        for m in self._b64_run.finditer(squeezed):
-            run = m[0].translate(_TO_STANDARD)
+    def _base64_decoded(self, view: bytes) -> Iterator[bytes]:
+        for m in self._b64_run.finditer(view):
+            run = m[0].translate(_TO_STANDARD, b"\r\n")
+            if len(run) < self._b64_min:
+                continue
             for offset in range(4):
                 chunk = run[offset:]
                 # A last partial group still holds whole bytes (unless it is one character).

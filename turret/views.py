@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import html
+import html.entities
 import re
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote_to_bytes
@@ -82,6 +83,15 @@ def unescape_string(data: bytes) -> bytes | None:
     return _ESCAPE.sub(_unescape_one, data)
 
 
+# What can start a character reference: numeric, a name ended by `;`, or one of the legacy names
+# HTML also accepts without it. Only these are handed to `html.unescape` (a bare `&` in a query
+# string costs nothing).
+_LEGACY = sorted((n for n in html.entities.html5 if not n.endswith(";")), key=len, reverse=True)
+_HTML_REF = re.compile(
+    r"&(?:#[xX][0-9a-fA-F]+;?|#[0-9]+;?|[A-Za-z][A-Za-z0-9]{0,31};|(?:" + "|".join(_LEGACY) + "))"
+)
+
+
 def unescape_html(data: bytes) -> bytes | None:
     """`data` with HTML/XML character references decoded, or None if it has none."""
     if b"&" not in data:
@@ -89,7 +99,8 @@ def unescape_html(data: bytes) -> bytes | None:
     text = data.decode("utf-8", "surrogateescape")
     # html.unescape maps surrogate and out-of-range references to U+FFFD, so only the
     # surrogateescape'd original bytes are surrogates here.
-    return html.unescape(text).encode("utf-8", "surrogateescape")
+    decoded = _HTML_REF.sub(lambda m: html.unescape(m[0]), text)
+    return decoded.encode("utf-8", "surrogateescape")
 
 
 def percent_decoded(data: bytes) -> Iterator[bytes]:

@@ -59,7 +59,7 @@ ENCODERS: dict[str, Enc] = {
     "json-u-lower": lambda s: _json_u(s).encode(),
     "json-u-upper-hex": lambda s: _json_u(s, "\\u{:04X}").encode(),
     "json-go-style": lambda s: json.dumps(s)[1:-1].replace("&", "\\u0026").encode(),
-    "json-escaped-solidus": lambda s: s.replace("/", "\\/").encode(),
+    "json-escaped-solidus": lambda s: json.dumps(s)[1:-1].replace("/", "\\/").encode(),
     "json-one-char-escaped": lambda s: (s[:5] + "\\u0059" + s[6:]).encode(),
     "python-x-escapes": lambda s: "".join(f"\\x{b:02x}" for b in s.encode()).encode(),
     "python-octal": lambda s: "".join(f"\\{b:o}" for b in s.encode()).encode(),
@@ -72,9 +72,7 @@ ENCODERS: dict[str, Enc] = {
     "xml-escape-once": lambda s: html.escape(s).encode(),
     "pct-full-lower": lambda s: _pct_all(s).encode(),
     "pct-full-upper": lambda s: _pct_all(s, "%{:02X}").encode(),
-    "pct-partial": lambda s: "".join(
-        f"%{ord(c):02x}" if i % 2 else c for i, c in enumerate(s)
-    ).encode(),
+    "pct-partial": lambda s: "".join(_pct_all(c) if i % 2 else c for i, c in enumerate(s)).encode(),
     "pct-double": lambda s: quote(quote(s, safe=""), safe="").encode(),
     "pct-triple": lambda s: quote(quote(quote(s, safe=""), safe=""), safe="").encode(),
     "pct-quadruple-full": lambda s: _pct_all(_pct_all(_pct_all(_pct_all(s)))).encode(),
