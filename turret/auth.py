@@ -11,6 +11,9 @@ from turret.config import Agent
 from turret.credentials import Secret
 
 TOKEN_PREFIX = "turret_"  # noqa: S105 - a public prefix, not a secret
+TOKEN_BYTES = 32
+TOKEN_ALPHABET = "A-Za-z0-9_-"  # noqa: S105 - url-safe base64 as a regex class, not a secret
+TOKEN_BODY_LENGTH = 43  # characters of base64 for TOKEN_BYTES bytes, unpadded
 
 
 def token_sha256(token: str) -> str:
@@ -20,7 +23,7 @@ def token_sha256(token: str) -> str:
 
 def new_token() -> str:
     """A new agent token with 256 bits of randomness; the prefix lets secret scanners spot it."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
 
 def bearer_token(header: str | None) -> str | None:

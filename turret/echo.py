@@ -1,29 +1,73 @@
-"""Echo guard: redact credential values an upstream sends back, in any common encoding.
+"""Echo guard: find and redact credential values in any form a client could decode.
 
 An upstream may reflect what it received (a debug endpoint, an error page quoting the request,
-a redirect URL). Before a response reaches the agent, every occurrence of a loaded credential or
-of a value Turret injected is replaced, raw or base64 (standard and URL-safe, also embedded in a
-longer base64 text), URL-encoded or hex.
+a redirect URL), and an agent may try to smuggle a secret out. The guard is decode-then-scan:
+the data is normalised into each view a client could read (`turret.views`), and each view is
+searched, in one pass, by a multi-pattern automaton built once per `Redactor` for the plain
+forms of every value: raw, URL-encoded, JSON- and HTML-escaped, UTF-16/32, base64 in both
+alphabets (also embedded in a longer base64 text) and hex in any letter case. Each view is also
+searched with whitespace removed (base64 and hex wrapped at any line length).
+
+`redact` replaces, in place, every occurrence of those forms in the raw bytes; what is left that
+a decoded view still shows cannot be cut out without knowing how the client decodes, so then
+nothing of the data is returned (`ResponseWithheld`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import html
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
+from ahocorasick_rs import BytesAhoCorasick, MatchKind
+
+from turret.errors import ResponseWithheld
+from turret.shapes import Shape
+from turret.views import WHITESPACE, views
+
 MARKER = b"[REDACTED]"
+# Inputs larger than this are scanned in a worker thread by the `*_async` variants: a 64 KiB
+# body takes well under a millisecond, a larger one could hold up other agents' requests.
+THRESHOLD = 64 * 1024
 _MIN_EMBEDDED_CORE = 8  # shorter base64 cores would match unrelated text
+_GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
+_WIDE = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+
+T = TypeVar("T")
 
 
-def encodings(value: bytes) -> set[bytes]:
-    """Every form of `value` the guard looks for."""
-    forms = {value, binascii.hexlify(value), binascii.hexlify(value).upper()}
+def _lower_escapes(encoded: bytes) -> bytes:
+    return re.sub(rb"%[0-9A-F]{2}", lambda m: m[0].lower(), encoded)
+
+
+def text_forms(value: bytes) -> set[bytes]:
+    """How text formats write `value`: raw, URL-encoded, JSON string, HTML text."""
+    text = value.decode("utf-8", "surrogateescape")
+    forms = {value}
+    for q in (quote, quote_plus):
+        encoded = q(value, safe="").encode("ascii")
+        forms |= {encoded, _lower_escapes(encoded)}
+    for ascii_only in (True, False):
+        escaped = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+        go_style = escaped.translate(_GO_ESCAPES)  # Go's encoder also escapes & < >
+        for form in (escaped, go_style, escaped.replace("/", "\\/")):
+            forms.add(form.encode("utf-8", "surrogateescape"))
+    for quote_too in (True, False):
+        forms.add(html.escape(text, quote=quote_too).encode("utf-8", "surrogateescape"))
+    return forms
+
+
+def base64_forms(value: bytes) -> set[bytes]:
+    """`value` in base64, standard and URL-safe, padded or not, and inside a longer text."""
+    forms = set()
     for enc in (base64.b64encode, base64.urlsafe_b64encode):
-        forms.add(enc(value))
-        forms.add(enc(value).rstrip(b"="))
+        forms |= {enc(value), enc(value).rstrip(b"=")}
         # `value` inside a longer base64 text: at each of the three byte alignments, the whole
         # 4-character groups that encode only bytes of `value` are the same whatever surrounds it.
         for offset in range(3):
@@ -31,35 +75,150 @@ def encodings(value: bytes) -> set[bytes]:
             core = encoded[4 if offset else 0 : ((offset + len(value)) // 3) * 4]
             if len(core) >= _MIN_EMBEDDED_CORE:
                 forms.add(core)
-    for q in (quote, quote_plus):
-        encoded = q(value, safe="").encode("ascii")
-        forms.add(encoded)
-        forms.add(re.sub(rb"%[0-9A-F]{2}", lambda m: m[0].lower(), encoded))
+    return forms
+
+
+def wide_forms(value: bytes) -> set[bytes]:
+    """`value` in UTF-16 and UTF-32 (both byte orders): found at any alignment in the data."""
+    text = value.decode("utf-8", "surrogateescape")
+    try:
+        return {text.encode(codec) for codec in _WIDE}
+    except UnicodeEncodeError:  # not valid UTF-8: it has no UTF-16 form
+        return set()
+
+
+def literal_forms(value: bytes) -> set[bytes]:
+    """The forms the automaton searches for: text forms and UTF-16/32, each also in base64."""
+    plain = text_forms(value) | wide_forms(value)
+    return plain.union(*(base64_forms(form) for form in plain))
+
+
+def encodings(value: bytes) -> set[bytes]:
+    """Every literal form of `value` the guard knows (hex in both cases; the guard also finds
+    mixed-case hex and every decoded view, which no fixed list can show)."""
+    forms = literal_forms(value) | {binascii.hexlify(value), binascii.hexlify(value).upper()}
     return {f for f in forms if f}
 
 
-class Redactor:
-    """Replaces every encoding of a fixed set of values with `MARKER`."""
+def wire_bytes(text: str) -> bytes:
+    """The bytes a header str is sent as: aiohttp maps header bytes that are not UTF-8 to lone
+    surrogates on input and leaves them out on output, so they are left out here as well."""
+    return text.encode("utf-8", "ignore")
 
-    def __init__(self, values: Iterable[str]) -> None:
-        forms: set[bytes] = set()
-        for v in values:
-            forms |= encodings(v.encode("utf-8"))
-        # Longest first, so a whole encoded value wins over a shorter form inside it.
-        ordered = sorted(forms, key=lambda f: (-len(f), f))
-        self._pattern = re.compile(b"|".join(re.escape(f) for f in ordered)) if ordered else None
+
+class _Automaton:
+    """Leftmost-longest multi-pattern search over bytes (a whole encoded value wins over a
+    shorter form inside it)."""
+
+    def __init__(self, patterns: set[bytes]) -> None:
+        ordered = sorted(p for p in patterns if p)
+        self._ac = (
+            BytesAhoCorasick(ordered, matchkind=MatchKind.LeftmostLongest) if ordered else None
+        )
+        self.spacey = any(p.translate(None, WHITESPACE) != p for p in ordered)
+
+    def spans(self, data: bytes) -> list[tuple[int, int]]:
+        if self._ac is None:
+            return []
+        return [(start, end) for _, start, end in self._ac.find_matches_as_indexes(data)]
 
     def found(self, data: bytes) -> bool:
-        """True if `data` holds any form of any value (cheaper than `redact`)."""
-        return self._pattern is not None and self._pattern.search(data) is not None
+        return self._ac is not None and bool(self._ac.find_matches_as_indexes(data))
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+class Redactor:
+    """Finds and replaces every form of a fixed set of values, and of values of a `Shape`."""
+
+    def __init__(self, values: Iterable[str], *, shapes: tuple[Shape, ...] = ()) -> None:
+        literal: set[bytes] = set()
+        hexes: set[bytes] = set()
+        for v in values:
+            raw = v.encode("utf-8", "surrogateescape")
+            if raw:
+                literal |= literal_forms(raw)
+                hexes.add(binascii.hexlify(raw))
+        self._literal = _Automaton(literal)
+        self._hex = _Automaton(hexes)  # searched in lowercased data: hex in any letter case
+        self._shapes = shapes
+        self._empty = not literal and not shapes
+
+    def found(self, data: bytes) -> bool:
+        """True if any view of `data` holds any form of any value."""
+        return not self._empty and any(self._in_view(view) for view in views(data))
 
     def redact(self, data: bytes) -> tuple[bytes, int]:
-        """`data` with every match replaced, and how many were replaced."""
-        if self._pattern is None or not data:
+        """`data` with every match replaced in place, and how many were replaced.
+
+        Raises `ResponseWithheld` if a decoded view of the result still holds a value.
+        """
+        if self._empty or not data:
             return data, 0
-        return self._pattern.subn(MARKER, data)
+        clean, count = self._in_place(data)
+        if self.found(clean):
+            raise ResponseWithheld(
+                "the upstream's answer holds credential material that cannot be redacted in "
+                "place, so none of it is returned",
+                reason="echo guard: credential material in a decoded view of the answer",
+            )
+        return clean, count
 
     def redact_text(self, text: str) -> tuple[str, int]:
-        """The same for a header value (latin-1 is how HTTP header bytes map to str)."""
-        data, n = self.redact(text.encode("latin-1", "replace"))
-        return (data.decode("latin-1"), n) if n else (text, 0)
+        """The same for a header value or a recorded field, compared in the bytes it is sent
+        as; a text that still holds a value after redaction in place is replaced whole."""
+        if self._empty or not text:
+            return text, 0
+        clean, count = self._in_place(wire_bytes(text))
+        if self.found(clean):
+            return MARKER.decode(), max(count, 1)
+        return (clean.decode("utf-8", "surrogateescape"), count) if count else (text, 0)
+
+    async def found_async(self, data: bytes) -> bool:
+        """`found`, in a worker thread when `data` is larger than `THRESHOLD`."""
+        return await offload(self.found, data)
+
+    async def redact_async(self, data: bytes) -> tuple[bytes, int]:
+        """`redact`, in a worker thread when `data` is larger than `THRESHOLD`."""
+        return await offload(self.redact, data)
+
+    def _in_view(self, view: bytes) -> bool:
+        squeezed = view.translate(None, WHITESPACE)
+        if self._literal.found(squeezed) or (self._literal.spacey and self._literal.found(view)):
+            return True
+        lowered = squeezed.lower()
+        if self._hex.found(lowered):
+            return True
+        return any(shape.found(view, squeezed, lowered) for shape in self._shapes)
+
+    def _in_place(self, data: bytes) -> tuple[bytes, int]:
+        lowered = data.lower()  # ASCII-only, so offsets are those of `data`
+        spans = self._literal.spans(data) + self._hex.spans(lowered)
+        for shape in self._shapes:
+            spans += shape.spans(data, lowered)
+        if not spans:
+            return data, 0
+        merged = _merge(spans)
+        out: list[bytes] = []
+        last = 0
+        for start, end in merged:
+            out += [data[last:start], MARKER]
+            last = end
+        out.append(data[last:])
+        return b"".join(out), len(merged)
+
+
+async def offload(fn: Callable[[bytes], T], data: bytes) -> T:
+    """`fn(data)`, run in a worker thread if `data` is larger than `THRESHOLD`, so scanning a
+    big body does not hold up the event loop (the automaton releases the GIL while it runs)."""
+    if len(data) > THRESHOLD:
+        return await asyncio.to_thread(fn, data)
+    return fn(data)

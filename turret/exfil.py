@@ -2,50 +2,51 @@
 
 A prompt-injected agent may try to send a credential, or an agent token, to a place it can read
 back later (an issue comment, a paste, a query string logged by the upstream). Before anything is
-forwarded, the path, query, forwarded headers and body are searched for every value Turret knows,
-in every encoding the echo guard knows (raw, hex, base64 in both alphabets, URL-encoded), also
-after one round of percent-decoding.
+forwarded, the path, query, forwarded header names and values, and body are searched in every
+view the echo guard makes (`turret.views`: percent-decoded to any depth in part or whole, JSON-
+and HTML-unescaped, UTF-16/32, base64, hex...).
 
-What Turret knows: every loaded credential (service credentials and `token_credential` agent
-tokens) and the injected header values (the runtime's echo-guard `Redactor`), plus every agent
-token presented to Turret since it started. Tokens configured as `token_sha256` are stored only as
-digests, so such a token is guarded from the moment its agent first authenticates: in
-particular, an agent's own token is always guarded on its own requests.
+What is searched for: every loaded credential (service credentials and `token_credential` agent
+tokens) and the injected header values (the runtime's echo-guard `Redactor`); every agent token
+presented since start; and anything shaped like an agent token (`turret_` and at least 43
+url-safe base64 characters), whatever its digest, so a `token_sha256` agent's token is guarded
+before that agent was ever seen.
 """
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
-
 from multidict import CIMultiDict
 
-from turret.echo import Redactor
+from turret.auth import TOKEN_ALPHABET, TOKEN_BODY_LENGTH, TOKEN_PREFIX
+from turret.echo import THRESHOLD, Redactor, offload, wire_bytes
+from turret.shapes import Shape
+
+TOKEN_SHAPE = Shape(TOKEN_PREFIX.encode(), TOKEN_ALPHABET.encode(), TOKEN_BODY_LENGTH)
 
 
 class TokenGuard:
-    """The agent tokens presented to Turret so far (bounded: only valid tokens are kept)."""
+    """Agent tokens: every token-shaped value, and the tokens presented to Turret so far
+    (bounded: only valid tokens are remembered)."""
 
     def __init__(self) -> None:
         self._tokens: set[str] = set()
-        self.redactor = Redactor([])
+        self.redactor = Redactor([], shapes=(TOKEN_SHAPE,))
 
     def remember(self, token: str) -> None:
-        """Guard `token` from now on; called once an agent has authenticated with it."""
+        """Guard `token` by value too (a token of another form would not match the shape)."""
         if token not in self._tokens:
             self._tokens.add(token)
-            self.redactor = Redactor(self._tokens)
-
-
-def _views(data: bytes) -> list[bytes]:
-    """`data` and, if it holds escapes, its percent-decoded forms (with and without `+`)."""
-    if b"%" not in data and b"+" not in data:
-        return [data]
-    return [data, unquote_to_bytes(data), unquote_to_bytes(data.replace(b"+", b" "))]
+            self.redactor = Redactor(self._tokens, shapes=(TOKEN_SHAPE,))
 
 
 def carries(data: bytes, guards: tuple[Redactor, ...]) -> bool:
-    """True if `data`, or its percent-decoded forms, holds a value one of `guards` knows."""
-    return any(guard.found(view) for view in _views(data) for guard in guards)
+    """True if any view of `data` holds a value one of `guards` knows."""
+    return any(guard.found(data) for guard in guards)
+
+
+async def carries_async(data: bytes, guards: tuple[Redactor, ...]) -> bool:
+    """`carries`, in a worker thread when `data` is larger than `THRESHOLD`."""
+    return await offload(lambda d: carries(d, guards), data)
 
 
 def find_secret(
@@ -56,22 +57,47 @@ def find_secret(
     headers: CIMultiDict[str],
     body: bytes,
 ) -> str | None:
-    """Where the outbound request carries a guarded value ("body", "query", "header X"), or None.
+    """Where the outbound request carries a guarded value, or None: "path", "query",
+    "header name" (never the name itself, which would quote the secret), "header X" or "body".
 
     `headers` are the caller's headers that would be forwarded (before the credential is added).
     """
-    # One pass over everything first: the parts are only looked at one by one after a hit. The
-    # separator is not part of any encoding, so no match can span two parts.
-    blob = "\n".join([path, query, *headers.values()]).encode("latin-1", "replace")
-    if not carries(blob + b"\n" + body, guards):
-        return None
-    if carries(path.encode("latin-1", "replace"), guards):
+    # The head in one pass first: parts are only looked at one by one after a hit. The body is
+    # searched apart, so its UTF-16/32 reading keeps the alignment it has on its own.
+    head = [path, query, *(part for item in headers.items() for part in item)]
+    if not carries(wire_bytes("\n".join(head)), guards):
+        return "body" if carries(body, guards) else None
+    if carries(wire_bytes(path), guards):
         return "path"
-    if carries(query.encode("latin-1", "replace"), guards):
+    if carries(wire_bytes(query), guards):
         return "query"
     for name, value in headers.items():
-        if carries(value.encode("latin-1", "replace"), guards):
+        if carries(wire_bytes(name), guards):
+            return "header name"
+        if carries(wire_bytes(value), guards):
             return f"header {name}"
-    if carries(body, guards):
-        return "body"
-    return None
+    return "body" if carries(body, guards) else None
+
+
+async def find_secret_async(
+    guards: tuple[Redactor, ...],
+    *,
+    path: str,
+    query: str,
+    headers: CIMultiDict[str],
+    body: bytes,
+) -> str | None:
+    """`find_secret`, in a worker thread when the body is larger than `THRESHOLD`."""
+    if len(body) <= THRESHOLD:
+        return find_secret(guards, path=path, query=query, headers=headers, body=body)
+    return await offload(
+        lambda b: find_secret(guards, path=path, query=query, headers=headers, body=b), body
+    )
+
+
+def scrub_text(text: str, guards: tuple[Redactor, ...]) -> str:
+    """`text` (a field to be recorded) with every guarded value redacted: in place where that
+    is possible, otherwise the whole text is replaced by the marker."""
+    for guard in guards:
+        text = guard.redact_text(text)[0]
+    return text
