@@ -4,6 +4,21 @@
 policy checks that form and the proxy sends exactly that form upstream, so what was checked is
 what is requested. Anything an upstream might read differently from us is refused rather than
 guessed at: dot segments in any encoding, empty segments, encoded separators, control characters.
+
+Each segment also has a *folded* reading (`CanonicalPath.folded`): percent-decoded again, NFKC
+normalised, case-folded, default-ignorable characters removed, repeated until nothing changes.
+It is what an upstream that normalises everything would read. Deny rules match it as well as the
+canonical form (`PathGlob.covers`); grants match the canonical form only.
+
+Globs match in linear time, without backtracking. A glob is a sequence of *runs* of
+single-segment patterns separated by `**`. Within a segment, a pattern is literal pieces between
+`*`s: the first piece must be a prefix, the last a suffix, and each middle piece is found leftmost
+with `str.find` after the one before. Across segments, the first run must match at the start,
+the last at the end, and each middle run is found at the leftmost place after the one before.
+Leftmost is always right, because a `*` or `**` between pieces matches anything, so the earliest
+placement leaves the most room for the rest. A glob with m segment patterns and p pieces costs at
+most O(n * m) segment matches against a path of n segments, each O(length * p): linear in the
+path for a given glob, and globs are bounded at load (`MAX_GLOB_CHARS`, `MAX_GLOB_WILDCARDS`).
 """
 
 from __future__ import annotations
@@ -15,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Generic, TypeVar
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 from turret.errors import BadRequest
 
@@ -27,6 +42,18 @@ _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # read it as a space), so the canonical form means the same to every upstream.
 _SAFE = "-._~!$&'()*,=:@"
 _MAX_DECODE_DEPTH = 8
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): NFKC_Casefold removes
+# them, so "ad<SOFT HYPHEN>min" is "admin" to an upstream that applies it.
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
+)
+# The two letters that a per-character case-insensitive comparison (Java's equalsIgnoreCase,
+# .NET's invariant culture) equates with ASCII "i" but casefold() does not.
+_SIMPLE_CASE = str.maketrans({"\u0130": "i", "\u0131": "i"})
+MAX_GLOB_CHARS = 1024
+MAX_GLOB_WILDCARDS = 16
 T = TypeVar("T")
 
 
@@ -39,6 +66,12 @@ class CanonicalPath:
     @cached_property
     def encoded(self) -> str:
         return "/" + "/".join(quote(s, safe=_SAFE) for s in self.segments)
+
+    @cached_property
+    def folded(self) -> tuple[str, ...]:
+        """The segments as an upstream that decodes, NFKC-normalises and case-folds reads them;
+        computed on first use (only deny rules need it)."""
+        return tuple(_folded_readings(s)[-1] for s in self.segments)
 
     def __str__(self) -> str:
         return self.encoded
@@ -77,6 +110,11 @@ def _segment(raw: str) -> str:
             break
         deeper = unquote_to_bytes(deeper)
         _check_level(deeper)
+    # ... and so must what normalising first reveals: NFKC turns FULLWIDTH PERCENT SIGN into
+    # "%", so twice "%EF%BC%85" + "2e" reads "%2e%2e", then "..".
+    if not (text.isascii() and "%" not in text):
+        for reading in _folded_readings(text):
+            _check_decoded(reading.encode("utf-8", "replace"))
     return text
 
 
@@ -98,7 +136,58 @@ def _check_decoded(value: bytes) -> None:
         raise BadRequest("control characters are not allowed in a path")
 
 
+def _fold(text: str) -> str:
+    """NFKC, then case-folded, without default-ignorables, NFKC again (casefold and removing
+    a joiner can each leave a sequence that composes)."""
+    if text.isascii():
+        return text.lower()
+    text = unicodedata.normalize("NFKC", text).translate(_SIMPLE_CASE).casefold()
+    return unicodedata.normalize("NFKC", _IGNORABLE.sub("", text))
+
+
+def _folded_readings(text: str) -> list[str]:
+    """`text` folded, then percent-decoded and folded again, until decoding changes nothing:
+    every reading of a normalising upstream, the most normalised last."""
+    readings = []
+    for _ in range(_MAX_DECODE_DEPTH):
+        folded = _fold(text)
+        readings.append(folded)
+        text = unquote(folded, errors="replace") if "%" in folded else folded
+        if text == folded:
+            break
+    return readings
+
+
 # --- globs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SegmentGlob:
+    """One segment of a glob: literal pieces with a `*` between each two; one piece is literal."""
+
+    pieces: tuple[str, ...]
+
+    def matches(self, text: str) -> bool:
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return text == pieces[0]
+        first, last = pieces[0], pieces[-1]
+        end = len(text) - len(last)
+        if end < len(first) or not text.startswith(first) or not text.endswith(last):
+            return False
+        pos = len(first)
+        for piece in pieces[1:-1]:
+            found = text.find(piece, pos, end)
+            if found < 0:
+                return False
+            pos = found + len(piece)
+        return True
+
+    def folded(self) -> _SegmentGlob:
+        return _SegmentGlob(tuple(_folded_readings(p)[-1] for p in self.pieces))
+
+
+_Run = tuple[_SegmentGlob, ...]
 
 
 @dataclass(frozen=True)
@@ -106,32 +195,44 @@ class PathGlob:
     """A path pattern: `*` matches within one segment, `**` matches any number of segments."""
 
     pattern: str
-    parts: tuple[re.Pattern[str] | None, ...]  # None stands for `**`
+    runs: tuple[_Run, ...]  # the segment patterns between `**`s; one run means no `**`
     prefix: tuple[str, ...] = ()  # the leading segments without a wildcard
 
     def matches(self, path: CanonicalPath) -> bool:
         """True if `path` (decoded segments) is matched by this glob."""
-        return _match(self.parts, 0, path.segments, 0)
+        return _match(self.runs, path.segments)
+
+    def covers(self, path: CanonicalPath) -> bool:
+        """True if this glob matches `path` or its folded reading, the glob folded alike: how a
+        deny rule matches, so that no normalisation upstream reads its way around it."""
+        return self.matches(path) or _match(self._folded_runs, path.folded)
+
+    @cached_property
+    def _folded_runs(self) -> tuple[_Run, ...]:
+        return tuple(tuple(seg.folded() for seg in run) for run in self.runs)
 
 
 class GlobIndex(Generic[T]):
     """Globs, each with a value, that can be matched against a path without trying them all.
 
     Each glob is filed under its leading literal segments; a path can only be matched by the
-    globs filed under one of its own prefixes, so a lookup costs one dictionary probe per path
-    segment plus the few candidates found, however many globs there are.
+    globs filed under one of its own prefixes, so a lookup costs one dictionary probe per prefix
+    length in use plus the few candidates found, however many globs there are.
     """
 
     def __init__(self, entries: Iterable[tuple[PathGlob, T]]) -> None:
         self._by_prefix: dict[tuple[str, ...], list[tuple[int, PathGlob, T]]] = {}
         for order, (glob, value) in enumerate(entries):
             self._by_prefix.setdefault(glob.prefix, []).append((order, glob, value))
+        # Probing only prefix lengths that some glob has keeps a long path from costing
+        # quadratic time in slicing and hashing its prefixes.
+        self._lengths = sorted({len(prefix) for prefix in self._by_prefix})
 
     def matching(self, path: CanonicalPath) -> Iterator[tuple[PathGlob, T]]:
         """The entries whose glob matches `path`, in the order they were given."""
         segs = path.segments
         candidates: list[tuple[int, PathGlob, T]] = []
-        for k in range(len(segs) + 1):
+        for k in itertools.takewhile(lambda k: k <= len(segs), self._lengths):
             candidates.extend(self._by_prefix.get(segs[:k], ()))
         candidates.sort(key=lambda c: c[0])
         for _, glob, value in candidates:
@@ -143,35 +244,45 @@ def compile_glob(pattern: str) -> PathGlob:
     """Compile a glob such as `/api/v1/repos/me/*/issues/**`; raise ValueError if malformed."""
     if not pattern.startswith("/"):
         raise ValueError("must start with '/'")
+    if len(pattern) > MAX_GLOB_CHARS:
+        raise ValueError(f"is longer than {MAX_GLOB_CHARS} characters")
+    if pattern.count("*") > MAX_GLOB_WILDCARDS:
+        raise ValueError(f"has more than {MAX_GLOB_WILDCARDS} '*'")
     if pattern == "/":
-        return PathGlob(pattern, ())
-    parts: list[re.Pattern[str] | None] = []
+        return PathGlob(pattern, ((),))
+    runs: list[_Run] = [()]
     segments = pattern[1:].split("/")
     for seg in segments:
         if seg == "":
             raise ValueError("empty segment")
         if seg == "**":
-            parts.append(None)
+            runs.append(())
         elif "**" in seg:
             raise ValueError("'**' must be a whole segment")
         elif seg in (".", ".."):
             raise ValueError("dot segments are not allowed")
         else:
-            regex = ".*".join(re.escape(piece) for piece in seg.split("*"))
-            parts.append(re.compile(regex, re.DOTALL))
+            runs[-1] += (_SegmentGlob(tuple(seg.split("*"))),)
     literal = tuple(itertools.takewhile(lambda seg: "*" not in seg, segments))
-    return PathGlob(pattern, tuple(parts), literal)
+    return PathGlob(pattern, tuple(runs), literal)
 
 
-def _match(
-    parts: tuple[re.Pattern[str] | None, ...], i: int, segs: tuple[str, ...], j: int
-) -> bool:
-    while i < len(parts):
-        part = parts[i]
-        if part is None:
-            # `**`: try every split; patterns are short so this stays cheap.
-            return any(_match(parts, i + 1, segs, k) for k in range(j, len(segs) + 1))
-        if j >= len(segs) or not part.fullmatch(segs[j]):
+def _match(runs: tuple[_Run, ...], segs: tuple[str, ...]) -> bool:
+    """Leftmost placement of each run between the first (at the start) and last (at the end)."""
+    first, last = runs[0], runs[-1]
+    if len(runs) == 1:
+        return len(segs) == len(first) and _run_at(first, segs, 0)
+    stop = len(segs) - len(last)
+    if stop < len(first) or not _run_at(first, segs, 0) or not _run_at(last, segs, stop):
+        return False
+    pos = len(first)
+    for run in runs[1:-1]:
+        found = next((at for at in range(pos, stop - len(run) + 1) if _run_at(run, segs, at)), -1)
+        if found < 0:
             return False
-        i, j = i + 1, j + 1
-    return j == len(segs)
+        pos = found + len(run)
+    return True
+
+
+def _run_at(run: _Run, segs: tuple[str, ...], at: int) -> bool:
+    return all(seg.matches(segs[at + k]) for k, seg in enumerate(run))

@@ -42,11 +42,12 @@ class Decision:
 
 def decide_proxy(agent: Agent, service: str, method: str, path: CanonicalPath) -> Decision:
     """Allow only if some proxy grant matches service, method and canonical path, and no proxy
-    deny rule does."""
+    deny rule matches the canonical path or its folded reading (grants are never widened)."""
     for rule in _denies(agent, ProxyDeny):
         if rule.service == service and method in rule.methods:
             for glob in rule.paths:
-                if glob.matches(path):
+                # Also on the folded reading: fullwidth "/ADMIN" is "/admin" to many upstreams.
+                if glob.covers(path):
                     reason = f"{method} {glob.pattern} on {service} denied"
                     return Decision(False, reason, rule.rule)
     index = agent.proxy_index.get((service, method))

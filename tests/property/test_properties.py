@@ -244,3 +244,43 @@ def test_config_loader_only_ever_raises_config_error(data: Any) -> None:
 def test_config_loader_survives_arbitrary_text(text: str) -> None:
     with contextlib.suppress(ConfigError):
         load_config(text)
+
+
+# Pieces of paths that normalise into other text: look-alikes, case, invisible characters.
+UNICODE_PIECES = st.one_of(
+    PIECES,
+    st.sampled_from(
+        ["%EF%BC%85", "%EF%BD%81", "%C4%B1", "%C4%B0", "%C2%AD", "%E2%80%8B", "%CC%81", "A", "%41"]
+    ),
+)
+
+
+@FAST
+@given(st.lists(UNICODE_PIECES, max_size=12).map(lambda parts: "/" + "".join(parts)))
+@example("/a/%EF%BD%81dmin")  # accepted: the assertions below run at least once
+def test_canonical_path_folded_reading_has_no_traversal(raw: str) -> None:
+    """What a decoding, NFKC-normalising, case-folding upstream reads of an accepted path has no
+    dot segment and no separator inside a segment."""
+    path = _canonical(raw)
+    if path is None:
+        return
+    for segment in path.folded:
+        assert segment not in (".", "..") and "/" not in segment and "\\" not in segment
+
+
+FOLDABLE = st.text(alphabet="aAbB\uff41\uff21\u00ad*", min_size=1, max_size=4)
+
+
+@FAST
+@given(
+    st.lists(st.one_of(FOLDABLE.filter(lambda s: "**" not in s), st.just("**")), max_size=4),
+    st.lists(FOLDABLE.filter(lambda s: "*" not in s), max_size=5),
+)
+def test_glob_covers_what_it_matches_in_any_case(parts: list[str], segs: list[str]) -> None:
+    """A deny glob covers every path it matches, and the same path in any case or width."""
+    glob = compile_glob("/" + "/".join(parts))
+    path = CanonicalPath(tuple(segs))
+    if glob.matches(path):
+        assert glob.covers(path)
+    upper = CanonicalPath(tuple(s.upper() for s in segs))
+    assert glob.covers(path) == glob.covers(upper)
