@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,28 @@ class Seen:
     raw_path: str
     headers: dict[str, str]
     body: bytes
+
+
+def room_state(room: str) -> list[dict[str, object]]:
+    """The state events a new room starts with, newest first, as /messages returns them: no
+    msgtype and no body, which a reader of messages must not mistake for messages."""
+    base = {"room_id": room, "sender": "@turret:example.org", "origin_server_ts": 1700000000000}
+    return [
+        {
+            **base,
+            "type": "m.room.member",
+            "event_id": "$member",
+            "state_key": "@turret:example.org",
+            "content": {"membership": "join"},
+        },
+        {
+            **base,
+            "type": "m.room.create",
+            "event_id": "$create",
+            "state_key": "",
+            "content": {"room_version": "12"},
+        },
+    ]
 
 
 @dataclass
@@ -109,7 +132,10 @@ def matrix_app(state: FakeState) -> web.Application:
         room = request.match_info["room"]
         limit = int(request.query.get("limit", "10"))
         assert request.query["dir"] == "b"
-        chunk = state.messages.get(room, [])[:limit]
+        # The RoomEventFilter of the spec: only its "types" key is used by Turret.
+        types = json.loads(request.query.get("filter", "{}")).get("types")
+        events = state.messages.get(room, [])
+        chunk = [e for e in events if types is None or e.get("type") in types][:limit]
         return web.json_response({"chunk": chunk, "start": "t1-start", "end": "t2-end"})
 
     base = "/_matrix/client/v3/rooms/{room}"

@@ -59,6 +59,15 @@ def validate_params(capability: Capability, raw: Mapping[str, JSON]) -> dict[str
     return out
 
 
+def value_problem(capability: Capability, name: str, value: JSON) -> str | None:
+    """Why the parameter `name` of `capability` could never accept `value`, or None."""
+    param = capability.param(name)
+    if param is None:
+        return f"{capability.name} has no such parameter"
+    places = placements(capability).get(name, frozenset())
+    return _type_problem(param, value) or _schema_problem(param, value, places)
+
+
 def _checked(param: Param, value: JSON, places: frozenset[str]) -> ParamValue:
     problem = _type_problem(param, value) or _schema_problem(param, value, places)
     if problem:
@@ -98,6 +107,8 @@ def _schema_problem(param: Param, value: JSON, places: frozenset[str]) -> str | 
             return problem
         if param.segments > 1 and len(value.split("/")) != param.segments:
             return f"must be {param.segments} parts separated by '/'"
+        if param.parse is not None and (problem := param.parse(value)):
+            return problem
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     limits = Constraint(
