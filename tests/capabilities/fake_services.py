@@ -65,6 +65,9 @@ class FakeState:
     sids: set[str] = field(default_factory=set)  # valid qBittorrent sessions
     issued: list[str] = field(default_factory=list)  # every session cookie value ever issued
     logins: int = 0
+    failed_logins: int = 0  # in a row, as qBittorrent counts them (per address: all loopback)
+    max_failed_logins: int = 5  # qBittorrent's WebUI\MaxAuthenticationFailCount default
+    login_status: int = 200  # anything else: the WebUI answers login with that error status
     sid_cookie: str = "SID"
     torrents: list[dict[str, object]] = field(default_factory=list)
     messages: dict[str, list[dict[str, object]]] = field(default_factory=dict)
@@ -168,8 +171,15 @@ def qbittorrent_app(state: FakeState) -> web.Application:
     async def login(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         state.logins += 1
+        if state.failed_logins >= state.max_failed_logins:
+            text = "Your IP address has been banned after too many failed authentication attempts."
+            return web.Response(status=403, text=text)
+        if state.login_status != 200:
+            return web.Response(status=state.login_status, text="Service Unavailable")
         if form.get("username") != "admin" or form.get("password") != state.tokens["qbittorrent"]:
+            state.failed_logins += 1
             return web.Response(text="Fails.")
+        state.failed_logins = 0
         sid = secrets.token_urlsafe(24)
         state.sids.add(sid)
         state.issued.append(sid)

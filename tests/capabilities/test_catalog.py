@@ -128,7 +128,7 @@ async def test_qbittorrent_refused_login_is_502_without_details(capgw: CapGatewa
     error = (await resp.json())["error"]
     assert error == {**error, "code": "upstream_error"}
     assert "login" in error["message"]
-    assert capgw.audit()[-1]["TURRET_REASON"] == "login refused: HTTP 200"
+    assert capgw.audit()[-1]["TURRET_REASON"] == "login refused: wrong credentials"
 
 
 @pytest.mark.parametrize(
