@@ -42,7 +42,9 @@ AGENTS = ("opencode", "ops/alice", "rollout", "nobody")
 V12_ROOM = "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"
 
 
-def capability_config(urls: dict[str, str], tokens: dict[str, str], extra: str = "") -> str:
+def capability_config(
+    urls: dict[str, str], tokens: dict[str, str], extra: str = "", qbit_magnet: str = "{}"
+) -> str:
     """Six catalog services, a user-defined capability, agents, a group and report mode."""
     digests = {a: token_sha256(t) for a, t in tokens.items()}
     return f"""
@@ -55,6 +57,7 @@ services:
     kind: qbittorrent
     url: {urls["qbittorrent"]}
     auth: {{login: {{username: admin, password: {{credential: qbit-password}}}}}}
+    magnet: {qbit_magnet}
   pve:
     kind: proxmox
     url: {urls["proxmox"]}
@@ -172,7 +175,12 @@ class CapGateway:
 
 
 async def make_capability_gateway(
-    tmp_path: Path, *, extra: str = "", sid_cookie: str = "SID", audit_path: Path | None = None
+    tmp_path: Path,
+    *,
+    extra: str = "",
+    sid_cookie: str = "SID",
+    audit_path: Path | None = None,
+    qbit_magnet: str = "{}",
 ) -> tuple[CapGateway, list[TestServer]]:
     """The gateway and the fake servers it talks to (the caller closes both)."""
     canaries = {name: f"CANARY-{name}-{secrets.token_hex(12)}" for name in CREDENTIALS}
@@ -187,7 +195,7 @@ async def make_capability_gateway(
     servers = await start_fakes(state)
     urls = {kind: str(s.make_url("")).rstrip("/") for kind, s in servers.items()}
     tokens = {agent: new_token() for agent in AGENTS}
-    config = load_config(capability_config(urls, tokens, extra))
+    config = load_config(capability_config(urls, tokens, extra, qbit_magnet))
     audit_path = audit_path or tmp_path / "audit.jsonl"
     app = create_app(
         RuntimeHolder(build_runtime(config, str(creds))),

@@ -43,9 +43,18 @@ def pattern(trackers: tuple[str, ...] = ()) -> str:
     hashes = f"({_BTIH}(&{_BTMH})?|{_BTMH}(&{_BTIH})?)"
     tail = f"(&{_NAME})?"
     if trackers:
-        spelled = sorted({re.escape(quote(t, safe="")) for t in trackers})
+        spelled = sorted({re.escape(s) for t in trackers for s in _spellings(t)})
         tail += f"(&tr=({'|'.join(spelled)}))*"
     return f"magnet:\\?{hashes}{tail}"
+
+
+def _spellings(tracker: str) -> set[str]:
+    """How a tracker URL may be written in a magnet: percent-encoded, or as it is where that
+    reads back the same (no "&", "+", "%" or other character the query syntax changes)."""
+    forms = {quote(tracker, safe="")}
+    if _RAW.fullmatch(tracker) and not set(tracker) & set("&+%"):
+        forms.add(tracker)
+    return forms
 
 
 def magnet_problem(link: str, trackers: frozenset[str] = frozenset()) -> str | None:
