@@ -295,12 +295,14 @@ def read_grants(
 def _one_of_fits(
     ck: Checker, path: str, pname: str, c: Constraint, matched: list[Capability]
 ) -> bool:
-    """True if every `one_of` value is one the parameter itself accepts, in each capability
-    the grant matches: a value it never accepts would be listed to the agent yet always refused."""
+    """True if every `one_of` value is one the parameter itself and the constraint's other keys
+    accept, in each capability the grant matches: else it would be listed yet always refused."""
     ok = True
     for i, value in enumerate(c.one_of or ()):
         for cap in matched:
-            problem = value_problem(cap, pname, value)
+            problem = value_problem(cap, pname, value) or constraint_problem(
+                replace(c, one_of=None), value
+            )
             if problem:
                 ck.fail(join(join(path, "one_of"), i), f"{cap.name} never accepts it: it {problem}")
                 ok = False
