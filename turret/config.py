@@ -93,6 +93,7 @@ class Service:
     node: str | None = None  # Proxmox: the node capabilities use by default
     # Checked for DNS names on every connection; IP literals are used as written.
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    trackers: tuple[str, ...] = ()  # qBittorrent: tracker URLs a magnet link may carry (`tr=`)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class _ConfigReader(Checker):
     def service(self, path: str, name: str, body: Any) -> Service | None:
         if not NAME.fullmatch(name):
             self.fail(path, f"service name must match {NAME.pattern}")
-        keys = {*_SERVICE_NUMBERS, "kind", "node", "allow_networks"}
+        keys = {*_SERVICE_NUMBERS, "kind", "node", "allow_networks", "magnet"}
         svc = self.mapping(path, body, {"url", "auth"}, keys)
         if svc is None:
             return None
@@ -269,6 +270,7 @@ class _ConfigReader(Checker):
             self, join(path, "allow_networks"), svc.get("allow_networks", [])
         )
         kind, node = capability_settings.read_kind_and_node(self, path, svc, auth)
+        trackers = capability_settings.read_magnet(self, join(path, "magnet"), svc, kind)
         if url is None or auth is None or None in limits.values() or kind is False:
             return None
         return Service(
@@ -281,6 +283,7 @@ class _ConfigReader(Checker):
             kind or None,
             node,
             policy,
+            trackers,
         )
 
     def url(self, path: str, value: Any) -> str | None:

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.capabilities.fake_services import FakeState, start_fakes
+from tests.capabilities.fake_services import FakeState, room_state, start_fakes
 from tests.conftest import assert_absent, record_responses
 from turret.app import create_app
 from turret.audit import Auditor, LineSink
@@ -38,9 +38,13 @@ CREDENTIALS = {  # credential name -> the fake service kind that expects it
     "params-key": "",
 }
 AGENTS = ("opencode", "ops/alice", "rollout", "nobody")
+# A room of version 12: "!" and 43 url-safe base64 characters, no ":server" part.
+V12_ROOM = "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"
 
 
-def capability_config(urls: dict[str, str], tokens: dict[str, str], extra: str = "") -> str:
+def capability_config(
+    urls: dict[str, str], tokens: dict[str, str], extra: str = "", qbit_magnet: str = "{}"
+) -> str:
     """Six catalog services, a user-defined capability, agents, a group and report mode."""
     digests = {a: token_sha256(t) for a, t in tokens.items()}
     return f"""
@@ -53,6 +57,7 @@ services:
     kind: qbittorrent
     url: {urls["qbittorrent"]}
     auth: {{login: {{username: admin, password: {{credential: qbit-password}}}}}}
+    magnet: {qbit_magnet}
   pve:
     kind: proxmox
     url: {urls["proxmox"]}
@@ -95,7 +100,9 @@ agents:
     token_sha256: {digests["opencode"]}
     capabilities:
       - name: chat.send_message
-        params: {{room_id: {{one_of: ["!ops:example.org"]}}, body: {{max_length: 2000}}}}
+        params:
+          room_id: {{one_of: ["!ops:example.org", "{V12_ROOM}"]}}
+          body: {{max_length: 2000}}
       - chat.read_messages
       - name: "pve.*"
       - git.*
@@ -168,7 +175,12 @@ class CapGateway:
 
 
 async def make_capability_gateway(
-    tmp_path: Path, *, extra: str = "", sid_cookie: str = "SID", audit_path: Path | None = None
+    tmp_path: Path,
+    *,
+    extra: str = "",
+    sid_cookie: str = "SID",
+    audit_path: Path | None = None,
+    qbit_magnet: str = "{}",
 ) -> tuple[CapGateway, list[TestServer]]:
     """The gateway and the fake servers it talks to (the caller closes both)."""
     canaries = {name: f"CANARY-{name}-{secrets.token_hex(12)}" for name in CREDENTIALS}
@@ -178,11 +190,12 @@ async def make_capability_gateway(
         (creds / name).write_text(value + "\n")
     state = FakeState({kind: canaries[n] for n, kind in CREDENTIALS.items() if kind})
     state.sid_cookie = sid_cookie
-    state.messages["!ops:example.org"] = []
+    for room in ("!ops:example.org", V12_ROOM):
+        state.messages[room] = room_state(room)
     servers = await start_fakes(state)
     urls = {kind: str(s.make_url("")).rstrip("/") for kind, s in servers.items()}
     tokens = {agent: new_token() for agent in AGENTS}
-    config = load_config(capability_config(urls, tokens, extra))
+    config = load_config(capability_config(urls, tokens, extra, qbit_magnet))
     audit_path = audit_path or tmp_path / "audit.jsonl"
     app = create_app(
         RuntimeHolder(build_runtime(config, str(creds))),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,28 @@ class Seen:
     body: bytes
 
 
+def room_state(room: str) -> list[dict[str, object]]:
+    """The state events a new room starts with, newest first, as /messages returns them: no
+    msgtype and no body, which a reader of messages must not mistake for messages."""
+    base = {"room_id": room, "sender": "@turret:example.org", "origin_server_ts": 1700000000000}
+    return [
+        {
+            **base,
+            "type": "m.room.member",
+            "event_id": "$member",
+            "state_key": "@turret:example.org",
+            "content": {"membership": "join"},
+        },
+        {
+            **base,
+            "type": "m.room.create",
+            "event_id": "$create",
+            "state_key": "",
+            "content": {"room_version": "12"},
+        },
+    ]
+
+
 @dataclass
 class FakeState:
     """What the fakes know: expected credentials, issued session cookies, stored objects."""
@@ -42,6 +65,9 @@ class FakeState:
     sids: set[str] = field(default_factory=set)  # valid qBittorrent sessions
     issued: list[str] = field(default_factory=list)  # every session cookie value ever issued
     logins: int = 0
+    failed_logins: int = 0  # in a row, as qBittorrent counts them (per address: all loopback)
+    max_failed_logins: int = 5  # qBittorrent's WebUI\MaxAuthenticationFailCount default
+    login_status: int = 200  # anything else: the WebUI answers login with that error status
     sid_cookie: str = "SID"
     torrents: list[dict[str, object]] = field(default_factory=list)
     messages: dict[str, list[dict[str, object]]] = field(default_factory=dict)
@@ -109,7 +135,10 @@ def matrix_app(state: FakeState) -> web.Application:
         room = request.match_info["room"]
         limit = int(request.query.get("limit", "10"))
         assert request.query["dir"] == "b"
-        chunk = state.messages.get(room, [])[:limit]
+        # The RoomEventFilter of the spec: only its "types" key is used by Turret.
+        types = json.loads(request.query.get("filter", "{}")).get("types")
+        events = state.messages.get(room, [])
+        chunk = [e for e in events if types is None or e.get("type") in types][:limit]
         return web.json_response({"chunk": chunk, "start": "t1-start", "end": "t2-end"})
 
     base = "/_matrix/client/v3/rooms/{room}"
@@ -142,8 +171,15 @@ def qbittorrent_app(state: FakeState) -> web.Application:
     async def login(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         state.logins += 1
+        if state.failed_logins >= state.max_failed_logins:
+            text = "Your IP address has been banned after too many failed authentication attempts."
+            return web.Response(status=403, text=text)
+        if state.login_status != 200:
+            return web.Response(status=state.login_status, text="Service Unavailable")
         if form.get("username") != "admin" or form.get("password") != state.tokens["qbittorrent"]:
+            state.failed_logins += 1
             return web.Response(text="Fails.")
+        state.failed_logins = 0
         sid = secrets.token_urlsafe(24)
         state.sids.add(sid)
         state.issued.append(sid)

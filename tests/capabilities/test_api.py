@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from tests.capabilities.conftest import V12_ROOM, CapGateway, make_capability_gateway
 from tests.conftest import assert_error
 
 ROOM = "!ops:example.org"
@@ -43,7 +43,7 @@ async def test_list_shows_granted_capabilities_with_narrowed_schemas(capgw: CapG
     schema = send["parameters"]
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert schema["required"] == ["room_id", "body"]
-    assert schema["properties"]["room_id"]["enum"] == [ROOM]
+    assert schema["properties"]["room_id"]["enum"] == [ROOM, V12_ROOM]
     assert schema["properties"]["body"] == {
         "type": "string",
         "description": "The message text",
@@ -399,7 +399,9 @@ async def test_proxy_to_login_service_uses_the_session_and_hides_it(capgw: CapGa
 
 async def test_upstream_echo_in_a_projected_field_is_redacted(capgw: CapGateway) -> None:
     leak = f"token is {capgw.canaries['matrix-token']}"
-    capgw.fakes.messages[ROOM].append({"event_id": "$1", "content": {"body": leak}})
+    capgw.fakes.messages[ROOM].append(
+        {"event_id": "$1", "type": "m.room.message", "content": {"msgtype": "m.text", "body": leak}}
+    )
     resp = await capgw.call("chat.read_messages", {"room_id": ROOM})
     (message,) = (await resp.json())["result"]["messages"]
     assert message["body"] == "token is [REDACTED]"

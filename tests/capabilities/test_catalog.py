@@ -50,7 +50,10 @@ async def test_matrix_read_messages_projects_and_redacts(capgw: CapGateway) -> N
     assert set(messages[0]) == {"event_id", "sender", "type", "msgtype", "body", "ts"}
     # The fake puts the access token in "unsigned"; the projection never returns it.
     assert "unsigned" not in await resp.text()
-    assert capgw.fakes.requests("matrix")[-1].raw_path.endswith("/messages?dir=b&limit=5")
+    filter_ = "%7B%22types%22%3A%5B%22m.room.message%22%5D%7D"
+    assert capgw.fakes.requests("matrix")[-1].raw_path.endswith(
+        f"/messages?dir=b&limit=5&filter={filter_}"
+    )
 
 
 async def test_matrix_upstream_refusal_is_upstream_status(capgw: CapGateway) -> None:
@@ -125,7 +128,7 @@ async def test_qbittorrent_refused_login_is_502_without_details(capgw: CapGatewa
     error = (await resp.json())["error"]
     assert error == {**error, "code": "upstream_error"}
     assert "login" in error["message"]
-    assert capgw.audit()[-1]["TURRET_REASON"] == "login refused: HTTP 200"
+    assert capgw.audit()[-1]["TURRET_REASON"] == "login refused: wrong credentials"
 
 
 @pytest.mark.parametrize(

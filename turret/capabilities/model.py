@@ -37,6 +37,9 @@ class Param:
     maximum: float | None = None
     max_length: int | None = None
     segments: int = 1  # in a path: how many "/"-separated segments the value fills
+    # A catalog parameter's own parser (a magnet link): why a string is refused, or None. Runs
+    # before `pattern`, so its refusal says what is wrong; `pattern` is what the schema lists.
+    parse: Callable[[str], str | None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,15 @@ class Field:
 
 @dataclass(frozen=True)
 class Each:
-    """A list at `path`, each item projected by `item`, at most `limit` of them."""
+    """A list at `path`, each item projected by `item`, at most `limit` of them.
+
+    Items where a path of `require` is missing or null are left out before the limit applies.
+    """
 
     path: tuple[str, ...]
     item: Projection
     limit: int | None = None
+    require: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)

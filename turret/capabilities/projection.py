@@ -25,6 +25,7 @@ def project(spec: Projection, data: JSON) -> JSON:
         items = pick(data, spec.path)
         if not isinstance(items, list):
             return []
+        items = [i for i in items if all(pick(i, path) is not None for path in spec.require)]
         if spec.limit is not None:
             items = items[: spec.limit]
         return [project(spec.item, item) for item in items]

@@ -59,6 +59,15 @@ def validate_params(capability: Capability, raw: Mapping[str, JSON]) -> dict[str
     return out
 
 
+def value_problem(capability: Capability, name: str, value: JSON) -> str | None:
+    """Why the parameter `name` of `capability` could never accept `value`, or None."""
+    param = capability.param(name)
+    if param is None:
+        return f"{capability.name} has no such parameter"
+    places = placements(capability).get(name, frozenset())
+    return _type_problem(param, value) or _schema_problem(param, value, places)
+
+
 def _checked(param: Param, value: JSON, places: frozenset[str]) -> ParamValue:
     problem = _type_problem(param, value) or _schema_problem(param, value, places)
     if problem:
@@ -98,6 +107,8 @@ def _schema_problem(param: Param, value: JSON, places: frozenset[str]) -> str | 
             return problem
         if param.segments > 1 and len(value.split("/")) != param.segments:
             return f"must be {param.segments} parts separated by '/'"
+        if param.parse is not None and (problem := param.parse(value)):
+            return problem
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     limits = Constraint(
@@ -180,7 +191,7 @@ def narrowed(schema: dict[str, Any], c: Constraint) -> dict[str, Any]:
     """`schema` with constraint `c` added: the values both accept."""
     out = dict(schema)
     if c.one_of is not None:
-        allowed = list(c.one_of)
+        allowed = [v for v in c.one_of if constraint_problem(c, v) is None]
         if "enum" in out:
             allowed = [v for v in out["enum"] if any(same_value(v, w) for w in allowed)]
         out["enum"] = allowed
@@ -204,24 +215,59 @@ def capability_schema(
 ) -> dict[str, Any]:
     """The JSON Schema for the call's parameters, narrowed by the grants that allow it.
 
-    With one grant its constraints are applied; with several, a parameter is narrowed only if
-    every grant constrains it, to the union of what they allow (`anyOf`).
+    The schema is honest: every call it admits passes the parameter checks and one of the
+    grants. A parameter a grant constrains is required (an absent one fails the constraint)
+    unless its default meets it. Several grants combine exactly when they differ in at most
+    one parameter (that one gets the `anyOf` of what they allow); otherwise the schema is the
+    first grant's, a part of what the agent may do, never more.
     """
-    properties = {}
+    combined = _combined([dict(g) for g in grants])
+    properties: dict[str, Any] = {}
+    required = []
     for param in capability.params:
-        base = param_schema(param)
-        constraints = [g.get(param.name) for g in grants]
-        if not grants or any(c is None for c in constraints):
-            properties[param.name] = base
-            continue
-        variants = [narrowed(base, c) for c in constraints if c is not None]
-        distinct = [v for i, v in enumerate(variants) if v not in variants[:i]]
-        properties[param.name] = (
-            distinct[0] if len(distinct) == 1 else {"anyOf": distinct, "type": param.type}
-        )
+        variants = combined.get(param.name)
+        if variants is None:
+            properties[param.name] = param_schema(param)
+            optional = not param.required or param.default is not None
+        else:
+            schemas = [_constrained(param, c) for c in variants]
+            distinct = [v for i, v in enumerate(schemas) if v not in schemas[:i]]
+            one = {"anyOf": distinct, "type": param.type} if len(distinct) > 1 else distinct[0]
+            properties[param.name] = one
+            optional = any(_default_meets(param, c) for c in variants)
+        if not optional:
+            required.append(param.name)
     return {
         "type": "object",
         "properties": properties,
-        "required": [p.name for p in capability.params if p.required and p.default is None],
+        "required": required,
         "additionalProperties": False,
     }
+
+
+def _combined(grants: list[dict[str, Constraint]]) -> dict[str, list[Constraint]]:
+    """Per parameter, the constraints one of which a call must meet; absent: unconstrained."""
+    distinct = [g for i, g in enumerate(grants) if g not in grants[:i]]
+    if not distinct or any(not g for g in distinct):
+        return {}  # no grant, or one that allows every call of the capability
+    names = sorted({n for g in distinct for n in g})
+    differing = [n for n in names if len({repr(g.get(n)) for g in distinct}) > 1]
+    if len(differing) > 1:
+        distinct = distinct[:1]  # no exact product schema: list the first grant's calls only
+    out: dict[str, list[Constraint]] = {}
+    for name in names:
+        found = [g.get(name) for g in distinct]
+        if all(c is not None for c in found):
+            out[name] = [c for c in found if c is not None]
+    return out
+
+
+def _default_meets(param: Param, c: Constraint) -> bool:
+    return param.default is not None and constraint_problem(c, param.default) is None
+
+
+def _constrained(param: Param, c: Constraint) -> dict[str, Any]:
+    schema = narrowed(param_schema(param), c)
+    if param.default is not None and not _default_meets(param, c):
+        del schema["default"]  # the default would be refused: the parameter must be given
+    return schema

@@ -20,6 +20,7 @@ from turret.capabilities.model import (
     Capability,
     CapabilityDeny,
     CapabilityGrant,
+    Constraint,
     DenyRule,
     Group,
     Param,
@@ -32,7 +33,7 @@ from turret.capabilities.readers import (
     read_grant_constraint,
     read_result,
 )
-from turret.capabilities.schema import constraint_problem
+from turret.capabilities.schema import constraint_problem, value_problem
 from turret.capabilities.template import BODY_KINDS, FIELD_NAME, template_problems
 from turret.checker import Checker
 from turret.yamlload import join
@@ -41,6 +42,7 @@ CAPABILITY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\.[a-z0-9_]{1,64}")
 PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 NAME_GLOB = re.compile(r"[a-z0-9_.*-]{1,128}")
 AGENT_GLOB = re.compile(r"[a-z0-9_.@/*-]{1,128}")
+TRACKER_URL = re.compile(r"(https?|udp)://[!-~]{1,2040}")
 _PARAM_KEYS = {
     "description",
     "required",
@@ -70,6 +72,22 @@ def read_kind_and_node(
         if kind != "proxmox":
             ck.fail(join(path, "node"), "node: is for services of kind: proxmox")
     return kind, node
+
+
+def read_magnet(ck: Checker, path: str, svc: dict[str, Any], kind: Any) -> tuple[str, ...]:
+    """`magnet: {trackers: [URL, ...]}`: the tracker URLs a qBittorrent magnet may carry."""
+    if "magnet" not in svc:
+        return ()
+    spec = ck.mapping(path, svc["magnet"], set(), {"trackers"})
+    if kind != "qbittorrent":
+        ck.fail(path, "magnet: is for services of kind: qbittorrent")
+    trackers = []
+    for p, url in ck.items(join(path, "trackers"), (spec or {}).get("trackers", [])):
+        if isinstance(url, str) and TRACKER_URL.fullmatch(url):
+            trackers.append(url)
+        else:
+            ck.fail(p, "must be a tracker URL: http://, https:// or udp://, without spaces")
+    return tuple(trackers)
 
 
 def read_capabilities(
@@ -267,11 +285,29 @@ def read_grants(
                 kinds = {q.type for c in matched if (q := c.param(pname)) is not None}
                 kind = kinds.pop() if len(kinds) == 1 else None
                 c = read_grant_constraint(ck, where, body, kind)
-                if c is not None:
+                if c is not None and _one_of_fits(ck, where, pname, c, matched):
                     constraints.append((pname, c))
         if matched:
             grants.append(CapabilityGrant(spec["name"], tuple(constraints), p))
     return tuple(grants)
+
+
+def _one_of_fits(
+    ck: Checker, path: str, pname: str, c: Constraint, matched: list[Capability]
+) -> bool:
+    """True if every `one_of` value is one the parameter itself and the constraint's other keys
+    accept, in each capability the grant matches: else it would be listed yet always refused."""
+    ok = True
+    for i, value in enumerate(c.one_of or ()):
+        for cap in matched:
+            problem = value_problem(cap, pname, value) or constraint_problem(
+                replace(c, one_of=None), value
+            )
+            if problem:
+                ck.fail(join(join(path, "one_of"), i), f"{cap.name} never accepts it: it {problem}")
+                ok = False
+                break
+    return ok
 
 
 def _matching(

@@ -20,9 +20,15 @@ def fields(**paths: str | Projection) -> Shape:
     )
 
 
-def each(path: str, item: Shape, limit: int | None = None) -> Each:
-    """Project every item of the list at `path` ("" for the answer itself)."""
-    return Each(tuple(path.split(".")) if path else (), item, limit)
+def each(path: str, item: Shape, limit: int | None = None, require: tuple[str, ...] = ()) -> Each:
+    """Project every item of the list at `path` ("" for the answer itself); with `require`,
+    only the items that have a value at each of those dotted paths."""
+    return Each(
+        tuple(path.split(".")) if path else (),
+        item,
+        limit,
+        tuple(tuple(r.split(".")) for r in require),
+    )
 
 
 def capability(service: Service, kind: str, action: str, **spec: Any) -> Capability:

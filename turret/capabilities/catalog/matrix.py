@@ -10,9 +10,22 @@ from turret.capabilities.model import Capability, Param, Template
 if TYPE_CHECKING:
     from turret.config import Service
 
-# A room ID: "!opaque:server[:port]". No "/" and no "#alias": the API needs the ID itself.
-ROOM_ID = r"![A-Za-z0-9._=~+-]{1,255}:[A-Za-z0-9.-]{1,255}(:[0-9]{1,5})?"
-ROOM = Param("room_id", "string", "Matrix room ID, like !abc123:example.org", pattern=ROOM_ID)
+# A room ID. Room versions 1-11: "!opaque:server[:port]" (server a DNS name or an IPv6 literal);
+# version 12 (Synapse's default since 1.14x): "!" and the create event's reference hash, 43
+# url-safe base64 characters, with no server part. No "/" and no "#alias": the API needs the ID.
+ROOM_ID = (
+    r"![A-Za-z0-9_-]{43}"
+    r"|![A-Za-z0-9._=~+-]{1,255}:([A-Za-z0-9.-]{1,255}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?"
+)
+ROOM = Param(
+    "room_id",
+    "string",
+    "Matrix room ID, like !abc123:example.org or (room version 12) "
+    "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM",
+    pattern=ROOM_ID,
+)
+# Only message events, filtered by the server so `limit` counts messages, not state events.
+MESSAGES_ONLY = '{"types":["m.room.message"]}'
 
 
 def capabilities(service: Service) -> list[Capability]:
@@ -43,7 +56,7 @@ def capabilities(service: Service) -> list[Capability]:
                 Param(
                     "limit",
                     "integer",
-                    "How many events",
+                    "How many messages",
                     required=False,
                     default=20,
                     minimum=1,
@@ -53,7 +66,7 @@ def capabilities(service: Service) -> list[Capability]:
             request=Template(
                 "GET",
                 "/_matrix/client/v3/rooms/{room_id}/messages",
-                query=(("dir", "b"), ("limit", "{limit}")),
+                query=(("dir", "b"), ("limit", "{limit}"), ("filter", MESSAGES_ONLY)),
             ),
             result=fields(
                 messages=each(
@@ -67,6 +80,8 @@ def capabilities(service: Service) -> list[Capability]:
                         ts="origin_server_ts",
                     ),
                     limit=100,
+                    # A redacted message keeps its type but loses its content: leave it out.
+                    require=("content.msgtype", "content.body"),
                 )
             ),
         ),

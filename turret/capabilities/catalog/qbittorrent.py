@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from turret.capabilities.catalog._build import capability, each, fields
+from turret.capabilities.magnet import MAX_LENGTH, magnet_problem, pattern
 from turret.capabilities.model import Capability, Param, Template
 
 if TYPE_CHECKING:
     from turret.config import Service
 
-# One magnet link: a BitTorrent info hash (v1 hex or base32, or v2 multihash), then plain
-# `&key=value` parts. One link only: qBittorrent reads newlines in `urls` as separators.
-MAGNET = (
-    r"magnet:\?xt=urn:(btih:([0-9a-fA-F]{40}|[A-Z2-7]{32})|btmh:[0-9a-fA-F]{68})"
-    r"(&[A-Za-z0-9._~%=+-]+)*"
-)
 CATEGORY = r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}"
 
 
@@ -29,7 +25,14 @@ def capabilities(service: Service) -> list[Capability]:
             "add_torrent",
             description="Add a torrent to qBittorrent from a magnet link.",
             params=(
-                Param("magnet", "string", "A magnet: link", pattern=MAGNET, max_length=4096),
+                Param(
+                    "magnet",
+                    "string",
+                    "A magnet: link with the info hash (xt) and optionally a name (dn)",
+                    pattern=pattern(service.trackers),
+                    max_length=MAX_LENGTH,
+                    parse=partial(magnet_problem, trackers=frozenset(service.trackers)),
+                ),
                 category,
             ),
             request=Template(
