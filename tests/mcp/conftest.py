@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Self, TextIO, cast
 
 import anyio
+import httpx2
 import pytest
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -120,12 +121,14 @@ def stdio(gw: CapGateway, rec: Recorder, *extra: str, agent: str = "opencode") -
     return recorded(stdio_client(params, errlog=rec.stderr), rec)
 
 
-def http(url: str, rec: Recorder, token: str) -> Any:
+@asynccontextmanager
+async def http(url: str, rec: Recorder, token: str) -> AsyncIterator[tuple[Any, Any]]:
     """A recorded Streamable HTTP transport to `url` with `token` as the bearer."""
-    import httpx2  # noqa: PLC0415 (the SDK's own HTTP client; only these tests use it)
-
-    client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    return recorded(streamable_http_client(url, http_client=client), rec)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
+        transport = streamable_http_client(url, http_client=client)
+        async with recorded(transport, rec) as streams:
+            yield streams
 
 
 def reload_with_grant(gw: CapGateway, tmp_path: Path) -> None:
@@ -141,13 +144,17 @@ def reload_with_grant(gw: CapGateway, tmp_path: Path) -> None:
 
 def assert_clean(gw: CapGateway, rec: Recorder) -> None:
     """No credential, issued cookie or agent token in any MCP message or the bridge's stderr."""
+    assert_no_secrets(gw, [rec.stderr_text(), *rec.messages])
+
+
+def assert_no_secrets(gw: CapGateway, texts: list[str]) -> None:
+    """No credential, issued cookie or agent token, in any encoding, in any of `texts`."""
     forms: set[bytes] = set()
     for value in [*gw.canaries.values(), *gw.fakes.issued, *gw.tokens.values()]:
         forms |= encodings(value.encode())
-    places = [("stderr", rec.stderr_text()), *(("message", m) for m in rec.messages)]
-    for where, text in places:
+    for text in texts:
         for form in forms:
-            assert form.decode("latin-1") not in text, f"leaked into {where}: {text[:300]}"
+            assert form.decode("latin-1") not in text, f"leaked: {text[:300]}"
 
 
 @pytest.fixture

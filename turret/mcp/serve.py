@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import sys
 
 from turret.mcp.bridge import TurretRefused
 from turret.mcp.client import DEFAULT_SOCKET, StartError, Target, TurretClient, TurretUnreachable
@@ -34,14 +36,30 @@ async def serve(args: argparse.Namespace, target: Target, token: str | None) -> 
             serving = asyncio.ensure_future(serve_http(client, features, listen))
         else:
             serving = asyncio.ensure_future(serve_stdio(client, features, token or "", args.poll))
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, serving.cancel)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            serving.cancel()
+            await _stopped(serving)
+        stopping.cancel()
         try:
-            await serving
-        except asyncio.CancelledError:
-            log.info("stopping on SIGTERM")
+            serving.result()
         except TurretUnreachable as exc:
             raise StartError(f"{exc} at {target.url or target.socket or DEFAULT_SOCKET}") from None
         except TurretRefused as exc:
             raise StartError(f"the token was not accepted: {exc}") from None
         except NameClash as exc:
             raise StartError(f"refusing to start: {exc}") from None
+
+
+async def _stopped(serving: asyncio.Future[None]) -> None:
+    """After SIGTERM: let the server unwind, then leave. The SDK reads stdin in a worker thread
+    that no signal interrupts, and the interpreter would wait for that read at exit; once the
+    server has unwound (or had a second to), that blocked read is all that is left."""
+    await asyncio.wait({serving}, timeout=1.0)
+    log.info("stopped on SIGTERM")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
