@@ -31,6 +31,11 @@ python3Packages.buildPythonApplication {
     python3Packages.pyyaml
     # Renamed from `systemd` to `systemd-python` in nixpkgs; accept either.
     (python3Packages.systemd-python or python3Packages.systemd)
+    # The mcp extra: `turret mcp`, so an agent unit can run it from the same package. The SDK
+    # brings starlette, sse-starlette, pydantic and httpx2; uvicorn serves `--listen`.
+    # pyproject pins mcp>=2.3,<3: a nixpkgs older than that needs an override of `mcp`.
+    python3Packages.mcp
+    python3Packages.uvicorn
   ];
 
   nativeCheckInputs = [

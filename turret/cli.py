@@ -1,4 +1,5 @@
-"""Command line: `turret serve`, `turret check-config`, `turret token new`, `turret --version`."""
+"""Command line: `turret serve`, `turret check-config`, `turret token new`, `turret mcp`,
+`turret --version`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from turret.audit import Auditor, default_sink
 from turret.auth import new_token, token_sha256
 from turret.config import AGENT_NAME, read_config
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError
+from turret.mcp import entry as mcp_entry
 from turret.runtime import build_runtime
 from turret.server import ServeOptions, serve
 
@@ -65,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("new", help="print a new token for AGENT and its token_sha256 line")
     t.add_argument("agent", metavar="AGENT")
     t.set_defaults(func=_token_new)
+
+    p = sub.add_parser("mcp", help="serve this agent's capabilities as MCP tools (stdio or HTTP)")
+    mcp_entry.add_arguments(p)
+    p.set_defaults(func=mcp_entry.run)
     return parser
 
 
