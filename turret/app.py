@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.resolver import DefaultResolver
 
 from turret.audit import INFO, NOTICE, Auditor, Event, Fields
@@ -119,8 +120,10 @@ async def _flood_summary_at_exit(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _no_version_banner(_: web.Request, response: web.StreamResponse) -> None:
-    # An upstream's own Server header (a proxied answer) is the upstream's to send.
-    response.headers.setdefault(hdrs.SERVER, SERVER_HEADER)
+    # aiohttp fills in its banner before or after this hook, depending on its version; either
+    # way it is replaced. An upstream's own Server header (a proxied answer) is left as it is.
+    if response.headers.get(hdrs.SERVER, SERVER_SOFTWARE) == SERVER_SOFTWARE:
+        response.headers[hdrs.SERVER] = SERVER_HEADER
 
 
 def record_flood_summary(app: web.Application, *, final: bool = False) -> None:
