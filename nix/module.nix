@@ -329,6 +329,8 @@ in
         Restart = "on-failure";
         # Exit status 78 means a bad config or credential: retrying cannot help.
         RestartPreventExitStatus = 78;
+        # No journald rate limit: it would drop audit records; Turret limits itself (see the unit).
+        LogRateLimitIntervalSec = 0;
         WatchdogSec = "30s";
       };
     };

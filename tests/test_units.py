@@ -64,3 +64,11 @@ def test_units_keep_secrets_out_of_the_environment() -> None:
     assert any(line.startswith("#LoadCredential=") for line in lines)  # an example to copy
     assert any(line.startswith("#LoadCredentialEncrypted=") for line in lines)
     assert "DynamicUser=yes" in lines
+
+
+def test_units_journald_never_drops_audit_records() -> None:
+    """journald's per-unit rate limit is off: Turret's own limits bound what it records, and a
+    record journald dropped would be a decision nobody can read back."""
+    lines = SERVICE.read_text().splitlines()
+    assert "LogRateLimitIntervalSec=0" in lines
+    assert not [line for line in lines if line.startswith("LogRateLimitBurst=")]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.resolver import DefaultResolver
 
 from turret.audit import INFO, NOTICE, Auditor, Event, Fields
@@ -33,12 +34,14 @@ from turret.errors import (
     error_body,
 )
 from turret.exfil import TokenGuard, carries, find_secret
-from turret.httpserver import handler_args
+from turret.httpserver import SERVER_HEADER, handler_args
 from turret.login import LOGINS, send_upstream
 from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
-from turret.ratelimit import AgentLimiter
+from turret.ratelimit import AgentLimiter, Flooded, FloodGate
+from turret.requestids import RequestIds
 from turret.runtime import Runtime, RuntimeHolder
+from turret.scrub import Scrubber, scrub
 from turret.upstream import Outbound, caller_headers, method_override_parameter, read_at_most
 
 log = logging.getLogger("turret")
@@ -48,6 +51,8 @@ AUDITOR = web.AppKey("auditor", Auditor)
 UPSTREAMS = web.AppKey("upstreams", SessionPool)
 LIMITER = web.AppKey("limiter", AgentLimiter)
 TOKENS = web.AppKey("tokens", TokenGuard)
+FLOOD = web.AppKey("flood", FloodGate)
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)
 REQUEST_ID = web.RequestKey("request_id", str)
 PROXY_PREFIX = "/v1/proxy/"
 SUPPORTED_HTTP = frozenset({HttpVersion10, HttpVersion11})
@@ -65,12 +70,16 @@ STATS = web.AppKey("stats", Stats)
 
 
 def create_app(
-    holder: RuntimeHolder, auditor: Auditor, *, resolver: ResolverFactory = DefaultResolver
+    holder: RuntimeHolder,
+    auditor: Auditor,
+    *,
+    resolver: ResolverFactory = DefaultResolver,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """The Turret application; the upstream client sessions live as long as the app.
 
-    `resolver` makes the DNS resolver whose answers the address policy checks. The server limits
-    of the config the app starts with apply until restart.
+    `resolver` makes the DNS resolver whose answers the address policy checks; `clock` drives
+    the rate limits. The server limits of the config the app starts with apply until restart.
     """
     app = web.Application(
         middlewares=[error_middleware],
@@ -79,9 +88,13 @@ def create_app(
     app[RUNTIME] = holder
     app[AUDITOR] = auditor
     app[STATS] = Stats()
-    app[LIMITER] = AgentLimiter()
+    app[LIMITER] = AgentLimiter(clock)
     app[TOKENS] = TokenGuard()
+    app[FLOOD] = FloodGate(clock)
+    app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
+    app.cleanup_ctx.append(_flood_summary_at_exit)
+    app.on_response_prepare.append(_no_version_banner)
     app.router.add_get("/v1/whoami", handle_whoami)
     # Everything under the prefix reaches the handler, which reads the raw target itself: the
     # router sees a decoded path, and what it decoded must not decide anything.
@@ -100,17 +113,41 @@ async def _client_sessions(app: web.Application, resolver: ResolverFactory) -> A
         await pool.close()
 
 
+async def _flood_summary_at_exit(app: web.Application) -> AsyncIterator[None]:
+    yield
+    record_flood_summary(app, final=True)
+
+
+async def _no_version_banner(_: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp fills in its banner before or after this hook, depending on its version; either
+    # way it is replaced. An upstream's own Server header (a proxied answer) is left as it is.
+    if response.headers.get(hdrs.SERVER, SERVER_SOFTWARE) == SERVER_SOFTWARE:
+        response.headers[hdrs.SERVER] = SERVER_HEADER
+
+
+def record_flood_summary(app: web.Application, *, final: bool = False) -> None:
+    """Record how many flood refusals got no record of their own, once their window closed."""
+    count = app[FLOOD].unrecorded(final=final)
+    if count:
+        app[AUDITOR].record(
+            Event.DECISION,
+            f"-: deny - {count} more requests without a valid token refused (rate limit)",
+            {"TURRET_DECISION": "deny", "TURRET_STATUS": 429, "TURRET_SUPPRESSED": count},
+            priority=NOTICE,
+        )
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Give every request an id and turn every error into the JSON error shape."""
-    # A correlation id, not a secret: the seeded PRNG avoids a getrandom() call per request.
-    request_id = f"{random.getrandbits(64):016x}"
+    request_id = request.app[REQUEST_IDS].next()
     request[REQUEST_ID] = request_id
     stats = request.app[STATS]
     stats.in_flight += 1
     try:
+        record_flood_summary(request.app)
         response = await _dispatch(request, handler)
     except RequestError as exc:
         response = _error_response(exc, request_id)
@@ -119,14 +156,23 @@ async def error_middleware(
         response = _error_response(
             ServiceUnavailable("audit trail unavailable; request refused"), request_id
         )
-    except Exception:
-        log.exception("internal error in request %s", request_id)
+    except Exception as exc:
+        _log_internal_error(request, exc)
         response = _error_response(RequestError("internal error"), request_id)
     finally:
         stats.in_flight -= 1
         stats.requests += 1
     response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _log_internal_error(request: web.Request, exc: Exception) -> None:
+    # An exception's message may quote what the agent sent: the traceback is scrubbed like an
+    # audit field before it is logged.
+    runtime = request.app[RUNTIME].current
+    text = "".join(traceback.format_exception(exc))
+    scrubbed = scrub(text, runtime.redactor, request.app[TOKENS])
+    log.error("internal error in request %s: %s", request[REQUEST_ID], scrubbed)
 
 
 def _check_version(request: web.Request) -> None:
@@ -153,7 +199,17 @@ def _unrouted(request: web.Request, exc: RequestError) -> web.Response:
     every request has its audit record."""
     runtime = request.app[RUNTIME].current
     audit = request_audit(request, runtime, {"TURRET_PATH": request.raw_path.partition("?")[0]})
-    audit.decision(Decision(False, exc.reason), exc.status)
+    try:
+        # A valid token makes its agent pay for the refusal; none puts it on the flood gate.
+        agent = authenticate(request, runtime)
+        audit.fields["TURRET_AGENT"] = agent.name
+        with request.app[LIMITER].slot(agent.name, agent.limits):
+            pass
+    except Unauthorized:
+        pass
+    except RequestError as over_limit:
+        exc = over_limit
+    audit.refused(exc)
     return _error_response(exc, request[REQUEST_ID])
 
 
@@ -174,34 +230,6 @@ def _error_response(exc: RequestError, request_id: str) -> web.Response:
     return response
 
 
-class Scrubber:
-    """Redacts secrets an agent put into what gets recorded (a token pasted into a path).
-
-    Every recorded string that could hold one comes from what the agent sent: the request line,
-    and a body once `look_at` is given it. So that is searched once, and recorded strings are
-    redacted one by one only when it holds a secret.
-    """
-
-    def __init__(self, redactor: Redactor, tokens: TokenGuard, sent: bytes) -> None:
-        self._redactor = redactor
-        self._tokens = tokens
-        self._sent = [sent]
-        self._needed: bool | None = None
-
-    def look_at(self, data: bytes) -> None:
-        """Also consider `data` (a request body that recorded fields are taken from)."""
-        self._sent.append(data)
-        if not self._needed:
-            self._needed = None
-
-    def __call__(self, text: str) -> str:
-        if self._needed is None:
-            # Checked on first use, after authentication has added the caller's own token.
-            guards = (self._redactor, self._tokens.redactor)
-            self._needed = carries(b"\n".join(self._sent), guards)
-        return scrub(text, self._redactor, self._tokens) if self._needed else text
-
-
 @dataclass
 class Audit:
     """The audit records of one request; common fields are filled in as they become known."""
@@ -215,6 +243,11 @@ class Audit:
         scrub = self.scrub
         clean = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
         self.auditor.record(event, scrub(message), clean, priority=priority)
+
+    def refused(self, exc: RequestError) -> None:
+        """Record the refusal `exc`; of a flood, only the refusals the flood gate says to."""
+        if not isinstance(exc, Flooded) or exc.recorded:
+            self.decision(Decision(False, exc.reason), exc.status)
 
     def decision(self, decision: Decision, status: int | None = None) -> None:
         self._record(
@@ -262,6 +295,8 @@ def authenticate(request: web.Request, runtime: Runtime) -> Agent:
     token = bearer_token(values[0]) if len(values) == 1 else None
     agent = runtime.tokens.agent_for(token) if token else None
     if agent is None or token is None:  # (token is None implies agent is None; mypy needs both)
+        # No agent answers for this request: it is charged to the one shared flood gate.
+        request.app[FLOOD].admit(runtime.config.limits.unauthenticated)
         raise Unauthorized("missing or invalid agent token")
     request.app[TOKENS].remember(token)  # from now on, no request may carry it upstream
     return agent
@@ -284,15 +319,11 @@ async def handle_whoami(request: web.Request) -> web.Response:
     audit = request_audit(request, runtime, {"TURRET_PATH": "/v1/whoami"})
     try:
         agent = authenticate(request, runtime)
-    except RequestError as exc:
-        audit.decision(Decision(False, exc.reason), exc.status)
-        raise
-    audit.fields["TURRET_AGENT"] = agent.name
-    try:
+        audit.fields["TURRET_AGENT"] = agent.name
         with request.app[LIMITER].slot(agent.name, agent.limits):
             pass  # whoami is cheap: it only spends rate
     except RequestError as exc:
-        audit.decision(Decision(False, exc.reason), exc.status)
+        audit.refused(exc)
         raise
     audit.decision(Decision(True, "whoami"), 200)
     grants = [
@@ -314,7 +345,7 @@ async def handle_proxy(request: web.Request) -> web.Response:
         audit.fields["TURRET_AGENT"] = agent.name
         limiter.acquire(agent.name, agent.limits)
     except RequestError as exc:
-        audit.decision(Decision(False, exc.reason), exc.status)
+        audit.refused(exc)
         raise
     try:
         return await _proxy(request, runtime, agent, audit, (raw_service, raw_path, query))
@@ -336,7 +367,7 @@ async def _proxy(
         service = runtime.config.services.get(raw_service)
         decision = decide_proxy(agent, raw_service, request.method, path)
     except RequestError as exc:
-        audit.decision(Decision(False, exc.reason), exc.status)
+        audit.refused(exc)
         raise
     if service is None and decision.allowed:
         # Report mode allows what no grant covers, but there is nowhere to send this: the record
@@ -344,8 +375,10 @@ async def _proxy(
         decision = Decision(False, f"no service {raw_service!r}; {decision.reason}")
     if not decision.allowed or service is None:
         audit.decision(decision, 403)
-        raise Forbidden(audit.scrub(decision.reason))
+        raise Forbidden(proxy_reason(decision))
     audit.decision(decision)
+    # Only now, for a request the agent may make, is it searched for secrets: the answer to a
+    # denied one is the same whatever it carries.
     try:
         limits = runtime.config.limits
         body = await read_body(request, service.max_request_bytes, limits.body_timeout)
@@ -370,10 +403,15 @@ async def _proxy(
     return web.Response(status=result.status, headers=result.headers, body=result.body)
 
 
-def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
-    """`text` with every credential and every known agent token redacted."""
-    text = redactor.redact_text(text)[0]
-    return tokens.redactor.redact_text(text)[0]
+def proxy_reason(decision: Decision) -> str:
+    """A proxy decision as the agent is told it: by the rule that made it, never quoting the
+    request. Its service, path or method may hold a secret, and quoting them scrubbed would tell
+    the agent which of its guesses is one."""
+    if decision.would_deny:
+        return "no grant allows this request; allowed in report mode"
+    if decision.allowed:
+        return f"granted by {decision.rule}"
+    return f"denied by {decision.rule}" if decision.rule else "no grant allows this request"
 
 
 def secret_guards(request: web.Request, runtime: Runtime) -> tuple[Redactor, ...]:

@@ -12,7 +12,12 @@ adversarial suite pins that behaviour. This module sets the limits around it:
 - `limits.max_connections`: connections beyond it are answered 503 and closed at once.
 
 Parser errors quote the offending bytes, which may hold an agent's token: they are logged here
-by exception type only, and answered in Turret's JSON error shape without the quote.
+by exception type only, and answered in Turret's JSON error shape without the quote. No answer
+names aiohttp's or Python's version (`Server: turret`).
+
+aiohttp has no argument for the class of its per-connection handler, so `TurretServer` is a
+`web.Server` that builds Turret's, and `TurretRunner` makes one (its `_make_server` is the hook
+aiohttp's runners themselves override).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
@@ -31,6 +36,7 @@ from turret.errors import error_body
 from turret.ratelimit import ServerLimits
 
 HTTP_LOG = logging.getLogger("turret.http")
+SERVER_HEADER = "turret"  # in place of aiohttp's `Python/3.x aiohttp/3.y`: no versions announced
 _LINGER_SECONDS = 2.0  # how long an unread request body is drained after an early answer
 
 
@@ -70,15 +76,6 @@ _BUSY = (
 )
 
 
-class _Busy(asyncio.Protocol):
-    """Answers 503 and closes: the protocol of a connection over the cap."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets only
-        transport.write(_BUSY)
-        transport.close()
-
-
 class _JsonErrorHandler(RequestHandler):
     """aiohttp's connection handler, whose own refusals (malformed HTTP, caught before any route
     runs) are answered in the JSON error shape and never quote back the bytes refused."""
@@ -96,40 +93,51 @@ class _JsonErrorHandler(RequestHandler):
         super().handle_error(request, status, exc, message)
         code = {400: "bad_request", 413: "request_too_large", 500: "internal"}.get(status)
         body = error_body(code or "http_error", HTTPStatus(status).phrase.lower(), "")
-        response = web.json_response(body, status=status)
+        response = web.json_response(body, status=status, headers={hdrs.SERVER: SERVER_HEADER})
         response.force_close()
         return response
 
 
-class _CappedFactory:
-    """The protocol factory the listening sockets use: aiohttp's, up to `limit` connections."""
+class _Busy(_JsonErrorHandler):
+    """Answers 503 and closes: the handler of a connection over the cap. It never registers
+    with the server (nothing to shut down) and never reads the request."""
 
-    def __init__(self, server: web.Server, limit: int) -> None:
-        self._server = server
-        self._limit = limit
+    __slots__ = ()
 
-    def __call__(self) -> asyncio.Protocol:
-        if len(self._server.connections) >= self._limit:
-            HTTP_LOG.warning("connection refused: %d connections open", self._limit)
-            return _Busy()
-        handler = self._server()
-        # aiohttp builds the handler (with the server's arguments); only its error answer changes.
-        handler.__class__ = _JsonErrorHandler
-        return handler
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets only
+        transport.write(_BUSY)
+        transport.close()
+
+
+class TurretServer(web.Server):
+    """aiohttp's low-level server for the app, with Turret's connection handler and at most
+    `max_connections` connections at once (beyond, 503 and close)."""
+
+    def __init__(self, app_server: web.Server, max_connections: int) -> None:
+        # The same request handler, request factory and handler arguments as the server aiohttp
+        # made for the app; `_kwargs` is where `web.Server` keeps the handler arguments.
+        super().__init__(
+            app_server.request_handler,
+            request_factory=app_server.request_factory,
+            handler_cancellation=app_server.handler_cancellation,
+            **app_server._kwargs,
+        )
+        self._max_connections = max_connections
+
+    def __call__(self) -> RequestHandler:
+        if len(self.connections) >= self._max_connections:
+            HTTP_LOG.warning("connection refused: %d connections open", self._max_connections)
+            return _Busy(self, loop=self._loop, **self._kwargs)
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
 class TurretRunner(web.AppRunner):
-    """An `AppRunner` whose sites accept at most `max_connections` connections at once."""
+    """An `AppRunner` serving through a `TurretServer`."""
 
     def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._max_connections = max_connections
 
-    @property
-    def server(self) -> web.Server | None:
-        """The protocol factory handed to the sites (aiohttp's server behind the cap)."""
-        inner = super().server
-        if inner is None:
-            return None
-        # Sites only call the factory; shutdown uses the real server, which stays untouched.
-        return _CappedFactory(inner, self._max_connections)  # type: ignore[return-value]
+    async def _make_server(self) -> web.Server:
+        return TurretServer(await super()._make_server(), self._max_connections)

@@ -11,17 +11,25 @@ from typing import Any, TypeVar
 
 from turret.checker import Checker
 from turret.netpolicy import AddressPolicy, parse_network
-from turret.ratelimit import LIMIT_RANGES, AgentLimits, ServerLimits
+from turret.ratelimit import LIMIT_RANGES, AgentLimits, FloodLimits, ServerLimits
 from turret.yamlload import join
 
-Limits = TypeVar("Limits", ServerLimits, AgentLimits)
+Limits = TypeVar("Limits", ServerLimits, AgentLimits, FloodLimits)
+_SECTIONS = frozenset({"agent", "unauthenticated"})
 
 
 def read_limits(ck: Checker, value: Any) -> ServerLimits:
-    """The top-level `limits:` section, with its `agent:` defaults."""
-    server = _numbers(ck, "limits", value, ServerLimits(), {"agent"})
-    agent = value.get("agent", {}) if isinstance(value, dict) else {}
-    return replace(server, agent=_numbers(ck, "limits.agent", agent, AgentLimits()))
+    """The top-level `limits:` section, with its `agent:` defaults and the `unauthenticated:`
+    flood limit."""
+    server = _numbers(ck, "limits", value, ServerLimits(), _SECTIONS)
+    sections = value if isinstance(value, dict) else {}
+    return replace(
+        server,
+        agent=_numbers(ck, "limits.agent", sections.get("agent", {}), AgentLimits()),
+        unauthenticated=_numbers(
+            ck, "limits.unauthenticated", sections.get("unauthenticated", {}), FloodLimits()
+        ),
+    )
 
 
 def read_agent_limits(ck: Checker, path: str, value: Any, default: AgentLimits) -> AgentLimits:

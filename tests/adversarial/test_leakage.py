@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gzip
@@ -13,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.adversarial.conftest import Hardened, MakeHardened, error_of
+from tests.adversarial.conftest import Hardened, MakeHardened, error_of, until
 
 
 async def _mirror(request: web.Request) -> web.StreamResponse:
@@ -165,3 +166,45 @@ async def test_leak_redirect_userinfo_is_stripped(
     )
     assert resp.status == 302
     assert resp.headers["Location"] == expected
+
+
+def _server_headers(data: bytes) -> list[bytes]:
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    return [line for line in head.split(b"\r\n") if line.startswith(b"server:")]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer TOKEN\r\n",  # 200
+        b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\n",  # 401
+        b"GET /v1/nothing HTTP/1.1\r\nHost: t\r\n",  # 404, before any handler
+        b"DELETE /v1/whoami HTTP/1.1\r\nHost: t\r\n",  # 405
+        b"GET /v1/whoami HTTP/1.0\r\n",  # HTTP/1.0
+        b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n",
+        b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n",  # parser-level 400
+        b"GET /v1/whoami HTTP/9.9\r\nHost: t\r\n",
+    ],
+)
+async def test_leak_no_version_banner(hardened: Hardened, request_bytes: bytes) -> None:
+    """Attack: read aiohttp's and Python's versions off the `Server` header, to pick exploits;
+    every answer, the HTTP parser's own refusals included, names no version."""
+    data, _ = await hardened.raw(
+        request_bytes.replace(b"TOKEN", hardened.token.encode()) + b"Connection: close\r\n\r\n"
+    )
+    assert data.startswith(b"HTTP/1."), data[:100]
+    assert _server_headers(data) == [b"server: turret"], data[:400]
+    assert b"aiohttp" not in data.lower() and b"python" not in data.lower()
+
+
+async def test_leak_no_version_banner_on_the_connection_cap(make_hardened: MakeHardened) -> None:
+    gw = await make_hardened(max_connections=1)
+    held = await asyncio.open_connection("127.0.0.1", gw.port)
+    runner = gw.client.server.runner
+    assert runner is not None and runner.server is not None
+    server = runner.server
+    await until(lambda: len(server.connections) == 1)
+    data, closed = await gw.raw(b"GET /v1/whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+    held[1].close()
+    assert data.startswith(b"HTTP/1.1 503") and closed
+    assert _server_headers(data) == [] and b"aiohttp" not in data.lower()

@@ -310,6 +310,7 @@ def test_module_units(evaluate: ModuleEval, tools_dir: Path) -> None:
     assert service["wantedBy"] == []  # started by the first connection
     assert config["Type"] == "notify"
     assert config["WatchdogSec"] == "30s"
+    assert config["LogRateLimitIntervalSec"] == 0  # Turret limits itself; journald drops nothing
     assert config["ExecStart"] == f"{tools_dir}/bin/turret serve --config /etc/turret/turret.yaml"
     assert config["ExecReload"] == f"{tools_dir}/bin/kill -HUP $MAINPID"
     # Reload when the config changes: the trigger is the config file /etc/turret points at.

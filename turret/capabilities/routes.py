@@ -2,6 +2,10 @@
 
 Every request is authenticated and audited like the proxy: the decision is recorded before
 anything is sent upstream, and a lost audit record stops the call (503, nothing forwarded).
+
+No oracle: a call is decided before its parameters are searched for secrets, so a denied call is
+answered the same whatever it carries, and no answer quotes what the agent sent (a name it gave,
+a parameter name) - quoted, and scrubbed, it would tell a secret from a guess.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from turret.app import (
     UPSTREAMS,
     Audit,
     authenticate,
+    proxy_reason,
     read_body,
     refuse_secret_body,
     request_audit,
 )
 from turret.capabilities.engine import audit_fields, run_capability
-from turret.capabilities.model import JSON, Capability
+from turret.capabilities.model import JSON, Capability, Params
 from turret.capabilities.schema import capability_schema, validate_params
 from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object, searchable, shown_key
 from turret.config import METHODS, Agent
@@ -60,16 +65,9 @@ def _authenticated(request: web.Request, audit: Audit, runtime: Runtime) -> Agen
         with request.app[LIMITER].slot(agent.name, agent.limits):
             pass  # charges the agent's rate; a call also holds a slot while it runs
     except RequestError as exc:
-        audit.decision(Decision(False, exc.reason), exc.status)
+        audit.refused(exc)
         raise
     return agent
-
-
-def _refused(audit: Audit, exc: RequestError) -> None:
-    """Record a refusal. The agent's answer is scrubbed like the record: it may quote what the
-    agent sent (a parameter name), and a secret never goes back out, even to its sender."""
-    audit.decision(Decision(False, exc.reason), exc.status)
-    exc.message = audit.scrub(exc.message)
 
 
 def visible(agent: Agent, capabilities: dict[str, Capability]) -> list[dict[str, Any]]:
@@ -107,8 +105,39 @@ def _capability(runtime: Runtime, name: str) -> Capability:
         raise BadRequest("capability names match [a-z0-9_.-]")
     capability = runtime.config.capabilities.get(name)
     if capability is None:
-        raise NotFound(f"no capability {name!r}")
+        raise NotFound("no such capability", reason=f"no capability {name!r}")
     return capability
+
+
+def _decided_by_name(agent: Agent, capability: Capability) -> Decision | None:
+    """The denial when the capability's name alone decides it (a deny rule, no grant): its
+    parameters are then not even read, so the answer cannot depend on them."""
+    if denied_by_name(agent, capability.name) or not any(capability_grants(agent, capability.name)):
+        decision = decide_capability(agent, capability, {})
+        return None if decision.allowed else decision  # report mode goes on to the parameters
+    return None
+
+
+def _parsed(raw: bytes) -> dict[str, JSON]:
+    try:
+        return parse_object(raw)
+    except BadRequest as exc:
+        # The parser may quote a key (a duplicate): the answer stops before the quotation.
+        exc.message = exc.message.split("'", 1)[0].split('"', 1)[0].rstrip(" :")
+        raise
+
+
+def _checked(capability: Capability, raw: dict[str, JSON]) -> Params:
+    """`validate_params`, with unknown parameter names refused first without quoting them: a
+    name is the agent's input, as a value is."""
+    unknown = sorted(shown_key(k) for k in raw if capability.param(k) is None)
+    if unknown:
+        names = ", ".join(p.name for p in capability.params) or "none"
+        raise UnprocessableEntity(
+            f"params: unknown parameter name; {capability.name} takes {names}",
+            reason=f"params: unknown parameter names {', '.join(unknown)}",
+        )
+    return validate_params(capability, raw)
 
 
 async def handle_call(request: web.Request) -> web.Response:
@@ -121,21 +150,19 @@ async def handle_call(request: web.Request) -> web.Response:
     agent = _authenticated(request, audit, runtime)
     try:
         capability = _capability(runtime, raw_name)
-        raw = await read_body(request, MAX_BODY_BYTES, runtime.config.limits.body_timeout)
-        # Searched as sent and as decoded: a JSON escape ("\\u0074urret_...") hides a secret
-        # from the bytes, not from a parameter or a name quoted in an error.
-        seen = searchable(raw)
-        audit.scrub.look_at(seen)  # recorded fields may come from it: params, a path
-        refuse_secret_body(request, runtime, seen)
-        params = validate_params(capability, parse_object(raw))
-        audit.fields.update(audit_fields(capability, params, runtime.params_key))
-        decision = decide_capability(agent, capability, params)
+        decision, params, seen = await _decide_call(request, runtime, agent, audit, capability)
     except RequestError as exc:
-        _refused(audit, exc)
+        audit.refused(exc)
         raise
     if not decision.allowed:
         audit.decision(decision, 403)
-        raise Forbidden(decision.reason)
+        raise Forbidden(decision.reason)  # built from the config: names, rules, constraints
+    try:
+        # Only a call the agent may make is searched: the one inherent oracle (SECURITY.md).
+        refuse_secret_body(request, runtime, seen)
+    except RequestError as exc:
+        audit.refused(exc)
+        raise
     audit.decision(decision)
     try:
         with request.app[LIMITER].slot(agent.name, agent.limits, spend=False):
@@ -158,6 +185,23 @@ async def handle_call(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "result": done.result})
 
 
+async def _decide_call(
+    request: web.Request, runtime: Runtime, agent: Agent, audit: Audit, capability: Capability
+) -> tuple[Decision, Params, bytes]:
+    """The decision on a call, its checked parameters, and the body as the guards search it."""
+    denied = _decided_by_name(agent, capability)
+    if denied is not None:
+        return denied, {}, b""
+    raw = await read_body(request, MAX_BODY_BYTES, runtime.config.limits.body_timeout)
+    # Searched as sent and as decoded: a JSON escape ("\\u0074urret_...") hides a secret from
+    # the bytes, not from a parameter or a name quoted in a record.
+    seen = searchable(raw)
+    audit.scrub.look_at(seen)  # recorded fields may come from it: params, a path
+    params = _checked(capability, _parsed(raw))
+    audit.fields.update(audit_fields(capability, params, runtime.params_key))
+    return decide_capability(agent, capability, params), params, seen
+
+
 async def handle_explain(request: web.Request) -> web.Response:
     """`POST /v1/explain` with `{capability, params}` or `{service, method, path}`: the decision
     and its reason, without acting."""
@@ -169,10 +213,9 @@ async def handle_explain(request: web.Request) -> web.Response:
         raw = await read_body(request, MAX_BODY_BYTES, limits.body_timeout)
         # Recorded fields may come from it, decoded: params, a path, a name quoted in an error.
         audit.scrub.look_at(searchable(raw))
-        body = parse_object(raw)
-        decision = _explained(runtime, agent, audit, body)
+        decision, reason = _explained(runtime, agent, audit, _parsed(raw))
     except RequestError as exc:
-        _refused(audit, exc)
+        audit.refused(exc)
         raise
     audit.decision(Decision(True, f"explain only: {decision.reason}", decision.rule), 200)
     return web.json_response(
@@ -180,7 +223,7 @@ async def handle_explain(request: web.Request) -> web.Response:
             "ok": True,
             "decision": {
                 "allowed": decision.allowed,
-                "reason": decision.reason,
+                "reason": reason,
                 "rule": decision.rule,
                 "report_only": decision.would_deny,
             },
@@ -188,16 +231,23 @@ async def handle_explain(request: web.Request) -> web.Response:
     )
 
 
-def _explained(runtime: Runtime, agent: Agent, audit: Audit, body: dict[str, JSON]) -> Decision:
+def _explained(
+    runtime: Runtime, agent: Agent, audit: Audit, body: dict[str, JSON]
+) -> tuple[Decision, str]:
+    """The decision, and its reason as the agent is told it (quoting nothing it sent)."""
     if "capability" in body:
         _only(body, {"capability", "params"})
         name, params = body["capability"], body.get("params", {})
         if not isinstance(name, str) or not isinstance(params, dict):
             raise UnprocessableEntity("capability must be a name and params an object")
         capability = _capability(runtime, name)
-        checked = validate_params(capability, params)
-        audit.fields.update(audit_fields(capability, checked, runtime.params_key))
-        return decide_capability(agent, capability, checked)
+        audit.fields["TURRET_CAPABILITY"] = name
+        decision = _decided_by_name(agent, capability)
+        if decision is None:
+            checked = _checked(capability, params)
+            audit.fields.update(audit_fields(capability, checked, runtime.params_key))
+            decision = decide_capability(agent, capability, checked)
+        return decision, decision.reason
     _only(body, {"service", "method", "path"})
     service, method, path = body.get("service"), body.get("method"), body.get("path")
     known = isinstance(method, str) and method in METHODS  # a list or object is unhashable
@@ -207,10 +257,14 @@ def _explained(runtime: Runtime, agent: Agent, audit: Audit, body: dict[str, JSO
         )
     audit.fields["TURRET_SERVICE"] = service
     canonical = canonical_path(path.partition("?")[0])
-    return decide_proxy(agent, service, str(method), canonical)
+    decision = decide_proxy(agent, service, str(method), canonical)
+    return decision, proxy_reason(decision)
 
 
 def _only(body: dict[str, JSON], keys: set[str]) -> None:
-    for key in sorted(body.keys() - keys):
-        expected = ", ".join(sorted(keys))
-        raise UnprocessableEntity(f"unknown key {shown_key(key)}; expected {expected}")
+    unknown = sorted(shown_key(key) for key in body.keys() - keys)
+    if unknown:
+        raise UnprocessableEntity(
+            f"unknown key; expected {', '.join(sorted(keys))}",
+            reason=f"unknown keys {', '.join(unknown)}",
+        )
