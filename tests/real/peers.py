@@ -46,7 +46,8 @@ def free_port() -> int:
 def running(argv: list[str], output: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run `argv` with its output in `output`; stop it (SIGTERM, then SIGKILL) afterwards."""
     with output.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        # cwd: what a peer writes relative to it (Synapse's log) lands beside its output.
+        proc = subprocess.Popen(argv, cwd=output.parent, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
     try:
         yield proc
     finally:
@@ -265,6 +266,7 @@ def synapse(root: Path) -> Iterator[Synapse]:
             "--report-stats=no",
         ],
         check=True,
+        cwd=root,
         capture_output=True,
         timeout=60,
     )
