@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import hashlib
 import hmac
+import http.cookiejar
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -42,12 +45,24 @@ def free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """In the child: be sent SIGTERM if the test run dies without stopping it (Linux)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def running(argv: list[str], output: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run `argv` with its output in `output`; stop it (SIGTERM, then SIGKILL) afterwards."""
     with output.open("wb") as out:
         # cwd: what a peer writes relative to it (Synapse's log) lands beside its output.
-        proc = subprocess.Popen(argv, cwd=output.parent, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        proc = subprocess.Popen(  # noqa: S603
+            argv,
+            cwd=output.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads of ours run at fork time)
+        )
     try:
         yield proc
     finally:
@@ -129,6 +144,42 @@ WebUI\\BanDuration=3600
 """
 
 
+# The preferences qBittorrent reports once started: proof that it reaches out to nothing.
+ISOLATED = {
+    "dht": False,
+    "pex": False,
+    "lsd": False,
+    "upnp": False,
+    "web_ui_upnp": False,
+    "anonymous_mode": True,
+    "add_trackers_enabled": False,
+    "resolve_peer_countries": False,
+    "rss_processing_enabled": False,
+    "dyndns_enabled": False,
+    "mail_notification_enabled": False,
+    "current_network_interface": "lo",
+    "current_interface_address": "127.0.0.1",
+    "web_ui_address": "127.0.0.1",
+}
+
+
+def check_isolated(url: str, password: str) -> None:
+    """Log in (a session of the test's own) and refuse to go on unless every outbound feature
+    is off: a key qBittorrent did not take from the config would show here."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    form = f"username=admin&password={password}".encode()
+    with opener.open(urllib.request.Request(url + "/api/v2/auth/login", data=form)) as resp:  # noqa: S310
+        if resp.read() != b"Ok.":
+            raise RuntimeError("qBittorrent refused the configured WebUI password")
+    with opener.open(url + "/api/v2/app/preferences") as resp:
+        preferences = json.loads(resp.read())
+    wrong = {k: preferences.get(k) for k, v in ISOLATED.items() if preferences.get(k) != v}
+    if wrong:
+        raise RuntimeError(f"qBittorrent is not isolated to loopback: {wrong}")
+
+
 @dataclass(frozen=True)
 class Qbittorrent:
     """A running qBittorrent: its WebUI URL, the admin password and its log file."""
@@ -160,6 +211,7 @@ def qbittorrent(root: Path, max_fails: int = 5) -> Iterator[Qbittorrent]:
     with running([QBITTORRENT, f"--profile={root}"], output) as proc:
         url = f"http://127.0.0.1:{webui_port}"
         wait_until_answering(url + "/api/v2/app/version", proc, output, within=30)
+        check_isolated(url, password)
         yield Qbittorrent(url, password, root / "qBittorrent" / "data" / "logs" / "qbittorrent.log")
 
 
