@@ -66,7 +66,7 @@ $(STAMP): pyproject.toml | sysdeps
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-$(SYNAPSE_STAMP):
+$(SYNAPSE_STAMP): | sysdeps
 	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
 	$(SYNAPSE_VENV)/bin/pip install -q 'matrix-synapse>=1.163,<2'
 	touch $(SYNAPSE_STAMP)
