@@ -178,3 +178,53 @@ async def test_real_qbittorrent_expired_session_logs_in_again(
     await hashes(gateway)  # answered 403, so Turret logged in again and retried
     (renewed,) = gateway.logins._sessions.values()
     assert renewed is not session
+
+
+async def test_real_qbittorrent_duplicate_magnet_is_not_confirmed(
+    gateways: Build, qbit: Qbittorrent
+) -> None:
+    gateway = await qbit_gateway(gateways, qbit)
+    link = magnet(secrets.token_hex(20))
+    first = await gateway.call("qbit.add_torrent", {"magnet": link})
+    assert first.status == 200, await first.text()
+    # qBittorrent 4.5 does not answer "Ok." for a torrent it already has: Turret says so.
+    again = await gateway.call("qbit.add_torrent", {"magnet": link})
+    assert again.status == 502
+    error = (await again.json())["error"]
+    assert (error["code"], error["message"]) == (
+        "upstream_error",
+        "qbit.add_torrent: the service did not confirm the action",
+    )
+
+
+async def test_real_qbittorrent_lists_by_category(gateways: Build, qbit: Qbittorrent) -> None:
+    gateway = await qbit_gateway(gateways, qbit)
+    info_hash = secrets.token_hex(20)
+    added = await gateway.call(
+        "qbit.add_torrent", {"magnet": magnet(info_hash), "category": "linux-isos"}
+    )
+    assert added.status == 200, await added.text()
+
+    async def in_category() -> bool:
+        resp = await gateway.call("qbit.list_torrents", {"category": "linux-isos"})
+        torrents = (await resp.json())["result"]["torrents"]
+        return any(t["hash"] == info_hash and t["category"] == "linux-isos" for t in torrents)
+
+    assert await poll(in_category)
+    other = await gateway.call("qbit.list_torrents", {"category": "other"})
+    assert info_hash not in {t["hash"] for t in (await other.json())["result"]["torrents"]}
+
+
+async def test_real_qbittorrent_ban_leaves_a_live_session_working(
+    gateways: Build, banning_qbit: Qbittorrent
+) -> None:
+    gateway = await qbit_gateway(gateways, banning_qbit)
+    await hashes(gateway)  # logged in before anything banned the address
+    login = banning_qbit.url + "/api/v2/auth/login"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):  # another local client gets loopback banned
+            async with http.post(login, data={"username": "admin", "password": WRONG}):
+                pass
+    assert len(banning_qbit.log_lines("IP has been banned")) == 1
+    await hashes(gateway)  # the ban refuses logins only
+    assert login_reasons(gateway) == []
