@@ -188,12 +188,8 @@ class Qbittorrent:
     password: str = field(repr=False)
     log: Path
 
-    def login_failures(self) -> list[str]:
-        """The failed WebUI logins qBittorrent has logged so far."""
-        text = self.log.read_text() if self.log.is_file() else ""
-        return [line for line in text.splitlines() if "WebAPI login failure" in line]
-
     def log_lines(self, marker: str) -> list[str]:
+        """The lines of qBittorrent's log so far that hold `marker`."""
         text = self.log.read_text() if self.log.is_file() else ""
         return [line for line in text.splitlines() if marker in line]
 
