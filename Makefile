@@ -4,9 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The real Synapse for tests/real, in a venv of its own: its dependencies stay out of Turret's.
+SYNAPSE_VENV := .venv-synapse
+SYNAPSE_STAMP := $(SYNAPSE_VENV)/.installed
 # nix-bin: the Nix checks (nix/). systemd-container, debootstrap, python3-venv, python3-dev: the
 # end-to-end test boots systemd in a container, with a venv of Debian's Python (tests/e2e).
-APT_PACKAGES := libsystemd-dev pkg-config nix-bin systemd-container debootstrap python3-venv python3-dev
+# qbittorrent-nox: the real qBittorrent the capability tests run against (tests/real).
+APT_PACKAGES := libsystemd-dev pkg-config nix-bin systemd-container debootstrap python3-venv python3-dev \
+	qbittorrent-nox
 # Only `make bench` needs these: the load generator, the peer proxy, and socket activation.
 BENCH_APT_PACKAGES := wrk nginx systemd
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -21,7 +26,7 @@ test: setup
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-setup: $(STAMP)
+setup: $(STAMP) $(SYNAPSE_STAMP)
 
 # Turret against a direct call, nginx and a minimal aiohttp proxy, on loopback: a few minutes.
 # Prints a table; writes bench/RESULTS.md, bench/latency.png and the figures in README.md.
@@ -61,8 +66,13 @@ $(STAMP): pyproject.toml | sysdeps
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(SYNAPSE_STAMP): | sysdeps
+	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/pip install -q 'matrix-synapse>=1.163,<2'
+	touch $(SYNAPSE_STAMP)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SYNAPSE_VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # Only the end-to-end test (real systemd in a container; needs root). Set CI=1 to build from scratch.
 test-e2e: setup
