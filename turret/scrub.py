@@ -5,11 +5,8 @@ Pure: works on bytes and strings with the guards' `Redactor`s, no I/O.
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
-
-from turret.capabilities.strictjson import searchable
-from turret.echo import MARKER, Redactor
-from turret.exfil import TokenGuard, carries
+from turret.echo import Redactor
+from turret.exfil import TokenGuard, carries, scrub_text
 
 
 class Scrubber:
@@ -17,7 +14,7 @@ class Scrubber:
 
     Every recorded string that could hold one comes from what the agent sent: the request line,
     and a body once `look_at` is given it (no header name or value is recorded). So that is
-    searched once, in every view `decoded_views` gives, and recorded strings are scrubbed one by
+    searched once (in every view the guards decode), and recorded strings are scrubbed one by
     one only when it holds a secret.
     """
 
@@ -37,26 +34,11 @@ class Scrubber:
         if self._needed is None:
             # Checked on first use, after authentication has added the caller's own token.
             guards = (self._redactor, self._tokens.redactor)
-            self._needed = holds_secret(b"\n".join(self._sent), guards)
+            self._needed = carries(b"\n".join(self._sent), guards)
         return scrub(text, self._redactor, self._tokens) if self._needed else text
 
 
-def decoded_views(data: bytes) -> list[bytes]:
-    """`data` as a reader of a record might decode it: as is, percent-decoded, JSON-unescaped,
-    and both (the views the guards do not take themselves)."""
-    return [data, searchable(data), searchable(unquote_to_bytes(data))]
-
-
-def holds_secret(data: bytes, guards: tuple[Redactor, ...]) -> bool:
-    """True if any decoded view of `data` carries a value one of `guards` knows."""
-    return any(carries(view, guards) for view in decoded_views(data))
-
-
 def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
-    """`text` with every credential and every known agent token redacted; replaced whole by the
-    marker when a secret is still there once decoded (it cannot be cut out in place)."""
-    text = redactor.redact_text(text)[0]
-    text = tokens.redactor.redact_text(text)[0]
-    if holds_secret(text.encode("latin-1", "replace"), (redactor, tokens.redactor)):
-        return MARKER.decode()
-    return text
+    """`text` with every credential and every agent token redacted: in place where that is
+    possible, otherwise (a secret seen only once decoded) the whole text is the marker."""
+    return scrub_text(text, (redactor, tokens.redactor))

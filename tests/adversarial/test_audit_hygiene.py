@@ -23,6 +23,7 @@ from yarl import URL
 from tests.adversarial.conftest import Hardened
 from tests.adversarial.test_oracle import JSON_FORMS
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from turret.auth import new_token
 
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 
@@ -70,16 +71,21 @@ def _explain(value: str, where: str) -> bytes:
 
 
 @pytest.mark.parametrize("form", list(JSON_FORMS))
-@pytest.mark.parametrize("secret", ["credential", "own-token", "other-agents-token"])
+@pytest.mark.parametrize(
+    "secret", ["credential", "own-token", "other-agents-token", "never-presented-token"]
+)
 async def test_audit_hygiene_proxy_and_api_records_hold_no_secret(
     hardened: Hardened, secret: str, form: str
 ) -> None:
     for token in (hardened.token, hardened.other_token):
         await hardened.request("GET", "/v1/whoami", headers=hardened.auth(token))
+    fresh = new_token()
     value = {
         "credential": hardened.canaries["gitea-token"],
         "own-token": hardened.token,
         "other-agents-token": hardened.other_token,
+        # A token no agent has presented since start: recognised by its shape alone.
+        "never-presented-token": fresh,
     }[secret]
     for method, target, kwargs in _hardened_requests(JSON_FORMS[form](value)):
         resp = await hardened.request(method, target, **kwargs)
@@ -88,7 +94,7 @@ async def test_audit_hygiene_proxy_and_api_records_hold_no_secret(
         assert resp.status in {200, 400, 401, 403, 404, 405, 422}, (target, await resp.text())
     records = hardened.audit()
     assert len(records) >= 2 + len(_hardened_requests(value))
-    secrets = [*hardened.canaries.values(), hardened.token, hardened.other_token]
+    secrets = [*hardened.canaries.values(), hardened.token, hardened.other_token, fresh]
     assert_no_secret_in_any_view(records, secrets)
 
 
