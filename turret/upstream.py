@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from turret.config import Service
-from turret.connector import AddressRefused
+from turret.connector import ACCEPT_ENCODING, AddressRefused, FramingRefused
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout
 from turret.paths import CanonicalPath
@@ -227,17 +227,24 @@ async def forward(
     query = upstream_query(out.query, injection)
     url = URL(service.url + out.path.encoded + (f"?{query}" if query else ""), encoded=True)
     timeout = aiohttp.ClientTimeout(total=service.timeout)
+    headers = with_credential(out.headers, injection)
+    # Only codings the response can be decoded from, so the echo guard reads what the agent gets.
+    headers["Accept-Encoding"] = ACCEPT_ENCODING
     try:
         async with session.request(
             out.method,
             url,
-            headers=with_credential(out.headers, injection),
+            headers=headers,
             data=out.body or None,
             allow_redirects=False,
             timeout=timeout,
             auto_decompress=True,
         ) as resp:
-            data = await _read_limited(resp, service.max_response_bytes)
+            try:
+                data = await _read_limited(resp, service.max_response_bytes)
+            except BaseException:
+                resp.close()  # never pool a connection whose answer was not read to its end
+                raise
             out_headers, n_headers = response_headers(resp.headers, redactor)
             status = resp.status
     except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -255,9 +262,12 @@ async def forward(
             reason=f"upstream failure: {type(exc).__name__}",
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
+        refused = exc.__cause__
         raise BadGateway(
             f"service {service.name!r} could not be reached or sent an invalid response",
-            reason=f"upstream failure: {type(exc).__name__}",
+            reason=f"upstream framing refused: {refused.message}"
+            if isinstance(refused, FramingRefused)
+            else f"upstream failure: {type(exc).__name__}",
         ) from None
     clean, n_body = redactor.redact(data)
     return UpstreamResponse(status, out_headers, clean, n_headers + n_body)
