@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 from typing import Any, cast
@@ -122,6 +123,8 @@ ACCEPT_ENCODING = ", ".join(sorted(DECODABLE))
 # Interim answers aiohttp reads past: 100 Continue and 103 Early Hints. Turret never asks to
 # upgrade (Upgrade is hop-by-hop and dropped), so a 101 is as unexpected as a 102 or a 199.
 _INTERIM = frozenset({100, 103})
+# Control characters aiohttp's server refuses to write in a header (it would drop the answer).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def framing_fault(
@@ -135,6 +138,8 @@ def framing_fault(
     """
     if not (200 <= code <= 599 or code in _INTERIM):
         return "unexpected status code"
+    if _CONTROL.search("\t".join(f"{k}\t{v}" for k, v in headers.items())):
+        return "control character in a header"
     codings = _tokens(headers, "Content-Encoding")
     if codings not in ([], ["identity"]) and (
         codings != [compression] or compression not in DECODABLE

@@ -182,15 +182,17 @@ def response_headers(
         DROP_RESPONSE | _connection_named(incoming) if "Connection" in incoming else DROP_RESPONSE
     )
     out: CIMultiDict[str] = CIMultiDict()
-    block = "\n".join(f"{k}\n{v}" for k, v in incoming.items()).encode("latin-1", "replace")
+    fields = [(_as_sent(k), _as_sent(v)) for k, v in incoming.items()]
+    # Scanned as the UTF-8 Turret's server writes: the bytes the agent will read.
+    block = "\n".join(f"{k}\n{v}" for k, v in fields).encode()
     if not redactor.found(block):
         # The common case: nothing to redact, so only filter (and strip a redirect's userinfo).
-        for name, value in incoming.items():
+        for name, value in fields:
             if not _dropped(name, drop):
                 out.add(name, _without_userinfo(value) if name.lower() == "location" else value)
         return out, 0
     total = 0
-    for name, value in incoming.items():
+    for name, value in fields:
         if _dropped(name, drop):
             continue
         if redactor.redact_text(name)[1]:
@@ -203,6 +205,16 @@ def response_headers(
         out.add(name, clean)
         total += n
     return out, total
+
+
+def _as_sent(text: str) -> str:
+    """A header name or value as the agent will receive it. aiohttp hands bytes that are not
+    UTF-8 over as surrogate escapes, which its response writer silently drops, rejoining what
+    they split ("CANA\\xe9RY" would reach the agent as "CANARY"): each becomes U+FFFD here, so
+    the echo guard reads exactly what is sent."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _without_userinfo(location: str) -> str:
