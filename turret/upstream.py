@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from turret.config import Service
-from turret.connector import AddressRefused
+from turret.connector import ACCEPT_ENCODING, AddressRefused, FramingRefused
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout
 from turret.paths import CanonicalPath
@@ -182,15 +182,17 @@ def response_headers(
         DROP_RESPONSE | _connection_named(incoming) if "Connection" in incoming else DROP_RESPONSE
     )
     out: CIMultiDict[str] = CIMultiDict()
-    block = "\n".join(f"{k}\n{v}" for k, v in incoming.items()).encode("latin-1", "replace")
+    fields = [(_as_sent(k), _as_sent(v)) for k, v in incoming.items()]
+    # Scanned as the UTF-8 Turret's server writes: the bytes the agent will read.
+    block = "\n".join(f"{k}\n{v}" for k, v in fields).encode()
     if not redactor.found(block):
         # The common case: nothing to redact, so only filter (and strip a redirect's userinfo).
-        for name, value in incoming.items():
+        for name, value in fields:
             if not _dropped(name, drop):
                 out.add(name, _without_userinfo(value) if name.lower() == "location" else value)
         return out, 0
     total = 0
-    for name, value in incoming.items():
+    for name, value in fields:
         if _dropped(name, drop):
             continue
         if redactor.redact_text(name)[1]:
@@ -203,6 +205,16 @@ def response_headers(
         out.add(name, clean)
         total += n
     return out, total
+
+
+def _as_sent(text: str) -> str:
+    """A header name or value as the agent will receive it. aiohttp hands bytes that are not
+    UTF-8 over as surrogate escapes, which its response writer silently drops, rejoining what
+    they split ("CANA\\xe9RY" would reach the agent as "CANARY"): each becomes U+FFFD here, so
+    the echo guard reads exactly what is sent."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _without_userinfo(location: str) -> str:
@@ -227,17 +239,24 @@ async def forward(
     query = upstream_query(out.query, injection)
     url = URL(service.url + out.path.encoded + (f"?{query}" if query else ""), encoded=True)
     timeout = aiohttp.ClientTimeout(total=service.timeout)
+    headers = with_credential(out.headers, injection)
+    # Only codings the response can be decoded from, so the echo guard reads what the agent gets.
+    headers["Accept-Encoding"] = ACCEPT_ENCODING
     try:
         async with session.request(
             out.method,
             url,
-            headers=with_credential(out.headers, injection),
+            headers=headers,
             data=out.body or None,
             allow_redirects=False,
             timeout=timeout,
             auto_decompress=True,
         ) as resp:
-            data = await _read_limited(resp, service.max_response_bytes)
+            try:
+                data = await _read_limited(resp, service.max_response_bytes)
+            except BaseException:
+                resp.close()  # never pool a connection whose answer was not read to its end
+                raise
             out_headers, n_headers = response_headers(resp.headers, redactor)
             status = resp.status
     except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -255,9 +274,12 @@ async def forward(
             reason=f"upstream failure: {type(exc).__name__}",
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
+        refused = exc.__cause__
         raise BadGateway(
             f"service {service.name!r} could not be reached or sent an invalid response",
-            reason=f"upstream failure: {type(exc).__name__}",
+            reason=f"upstream framing refused: {refused.message}"
+            if isinstance(refused, FramingRefused)
+            else f"upstream failure: {type(exc).__name__}",
         ) from None
     clean, n_body = redactor.redact(data)
     return UpstreamResponse(status, out_headers, clean, n_headers + n_body)

@@ -86,8 +86,10 @@ def hardened_config(
     grants: str = "",
     limits: str = "",
     agent_limits: str = "",
+    other_grants: str = "",
 ) -> str:
-    """Services on the fake upstream, two agents and a `token_credential` agent."""
+    """Services on the fake upstream, two agents and a `token_credential` agent; `grants` are
+    added to the first agent's grants, `other_grants` to the second's."""
     token, other = tokens
     return f"""
 services:
@@ -114,6 +116,7 @@ agents:
       - service: gitea
         methods: [GET]
         paths: ["/api/v1/user", "/hang"]
+{other_grants}
   bot:
     token_credential: bot-token
     proxy:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.adversarial.conftest import Hardened, MakeHardened, error_of
+from tests.adversarial.test_desync import ScriptServer, answer, start_script
 
 TIMEOUT = 1.0
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -290,3 +291,80 @@ async def test_upstream_response_splitting_does_not_reach_next_request(
     # Its own answer: "ok" on a fresh connection, or "good" on a reused one, never "evil!".
     assert second.status == 200
     assert await second.read() in {b"ok", b"good"}
+
+
+@pytest.mark.parametrize(
+    ("split", "seen"),
+    [
+        pytest.param(b"\xe9", "\ufffd".encode(), id="latin-1-byte"),
+        pytest.param(b"\xff", "\ufffd".encode(), id="invalid-byte"),
+        pytest.param(b"\x80\x80", "\ufffd\ufffd".encode(), id="lone-continuations"),
+        pytest.param(b"\xed\xa0\x80", "\ufffd\ufffd\ufffd".encode(), id="encoded-surrogate"),
+    ],
+)
+async def test_upstream_header_non_utf8_bytes_cannot_rejoin_a_secret(
+    make_hardened: MakeHardened, canaries: dict[str, str], split: bytes, seen: bytes
+) -> None:
+    """Attack: the upstream echoes the credential in a header, split by bytes that are not UTF-8.
+    aiohttp reads them as surrogate escapes, which its writer drops: the echo guard must compare
+    what the agent will read, so each becomes U+FFFD and the halves never rejoin."""
+    secret = canaries["gitea-token"].encode()
+    value = secret[:9] + split + secret[9:]
+    for name in (b"X-Leak", b"Location"):
+        server = ScriptServer({"/first": answer(b"ok", name + b": " + value)})
+        try:
+            gw = await start_script(make_hardened, server)
+            raw, _ = await gw.raw(
+                b"GET /v1/proxy/raw/first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Authorization: Bearer " + gw.token.encode() + b"\r\n\r\n"
+            )
+            assert raw.startswith(b"HTTP/1.1 200 ")
+            assert secret[:9] + seen + secret[9:] in raw
+            assert secret not in raw
+        finally:
+            await server.close()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(b"X-Leak: a\r\n SECRET", id="folded-continuation"),
+        pytest.param(b"X-Leak:\r\n\tSECRET", id="folded-empty-first-line"),
+        pytest.param(b"X-Leak: caf\xc3\xa9 SECRET \xe9", id="utf8-and-latin1-around"),
+    ],
+)
+async def test_upstream_header_folded_or_non_ascii_secret_is_redacted(
+    make_hardened: MakeHardened, canaries: dict[str, str], header: bytes
+) -> None:
+    """Attack: the credential echoed in a header the upstream folds (obs-fold) or wraps in
+    non-ASCII bytes: it is found in the bytes the agent reads, and redacted there."""
+    secret = canaries["gitea-token"].encode()
+    server = ScriptServer({"/first": answer(b"ok", header.replace(b"SECRET", secret))})
+    try:
+        gw = await start_script(make_hardened, server)
+        raw, _ = await gw.raw(
+            b"GET /v1/proxy/raw/first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + gw.token.encode() + b"\r\n\r\n"
+        )
+        assert raw.startswith(b"HTTP/1.1 200 ")
+        assert secret not in raw
+        assert b"[REDACTED]" in raw
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("char", [b"\x7f", b"\x01", b"\x1b", b"\x0b"])
+async def test_upstream_header_control_character_is_502(
+    make_hardened: MakeHardened, canaries: dict[str, str], char: bytes
+) -> None:
+    """Attack (fault): a control character in a header value, which Turret's server could not
+    write: a clean 502 (not a dropped connection), quoting nothing of the header."""
+    secret = canaries["gitea-token"].encode()
+    server = ScriptServer({"/first": answer(b"ok", b"X-Leak: " + secret + char)})
+    try:
+        gw = await start_script(make_hardened, server)
+        resp = await gw.request("GET", "/v1/proxy/raw/first")
+        assert resp.status == 502
+        assert (await error_of(resp))["code"] == "upstream_error"
+    finally:
+        await server.close()
