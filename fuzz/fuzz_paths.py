@@ -12,8 +12,8 @@ import sys
 from urllib.parse import unquote
 
 from turret.app import split_target
-from turret.config import Agent, ProxyGrant
 from turret.errors import BadRequest
+from turret.model import Agent, ProxyGrant
 from turret.paths import canonical_path, compile_glob
 from turret.policy import decide_proxy
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from turret.config import BasicAuth, BearerAuth, CredentialRef, HeaderAuth, QueryAuth, load_config
+from turret.config import load_config
 from turret.errors import ConfigError
+from turret.model import BasicAuth, BearerAuth, CredentialRef, HeaderAuth, QueryAuth
 
 BAD = sorted((Path(__file__).parent / "data" / "bad_config").glob("*.yaml"))
 

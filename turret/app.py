@@ -15,7 +15,6 @@ from aiohttp.resolver import DefaultResolver
 
 from turret.audit import INFO, NOTICE, Auditor, Event, Fields
 from turret.auth import bearer_token
-from turret.config import Agent
 from turret.connector import ResolverFactory, SessionPool
 from turret.echo import Redactor
 from turret.errors import (
@@ -36,6 +35,7 @@ from turret.errors import (
 from turret.exfil import TokenGuard, carries, find_secret
 from turret.httpserver import SERVER_HEADER, handler_args
 from turret.login import LOGINS, send_upstream
+from turret.model import Agent
 from turret.paths import canonical_path
 from turret.policy import Decision, decide_proxy
 from turret.ratelimit import AgentLimiter, Flooded, FloodGate

@@ -7,8 +7,8 @@ import hmac
 import secrets
 from collections.abc import Mapping
 
-from turret.config import Agent
 from turret.credentials import Secret
+from turret.model import Agent
 
 TOKEN_PREFIX = "turret_"  # noqa: S105 - a public prefix, not a secret
 TOKEN_BYTES = 32

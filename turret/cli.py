@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from turret import __version__
 from turret.audit import Auditor, default_sink
 from turret.auth import new_token, token_sha256
-from turret.config import AGENT_NAME, read_config
+from turret.config import read_config
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError
 from turret.mcp import entry as mcp_entry
+from turret.model import AGENT_NAME
 from turret.runtime import build_runtime
 from turret.server import ServeOptions, serve
 

@@ -35,17 +35,11 @@ from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 
+from turret.errors import AddressRefused
 from turret.netpolicy import AddressPolicy
 
 ResolverFactory = Callable[[], AbstractResolver]
 
-
-class AddressRefused(OSError):
-    """Every address the host resolved to is outside the service's address policy."""
-
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("; ".join(reasons) or "no address")
-        self.reasons = reasons
 
 
 class PolicyResolver(AbstractResolver):

@@ -13,8 +13,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from turret.config import Config
 from turret.errors import CredentialError
+from turret.model import Config
 
 MAX_CREDENTIAL_BYTES = 64 * 1024
 

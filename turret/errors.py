@@ -47,12 +47,26 @@ class ConfigError(StartupError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+class YamlError(ConfigError):
+    """The text is not acceptable YAML (a tag, an alias, a duplicate key); `issues` says where."""
+
+
 class CredentialError(StartupError):
     """A referenced credential is missing or unusable; the message names it, never its value."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class AddressRefused(TurretError, OSError):
+    """Every address a service's host resolved to is outside its address policy.
+
+    An `OSError`, so that aiohttp's connector treats it as a failed connection attempt."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons) or "no address")
+        self.reasons = reasons
 
 
 class AuditUnavailable(TurretError):

@@ -29,10 +29,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from turret.config import Service
 from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout, RequestError, ServiceUnavailable
+from turret.model import Service
 from turret.runtime import Injection, Runtime
 from turret.upstream import Outbound, UpstreamResponse, forward
 

@@ -13,15 +13,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
-from turret.capabilities.model import (
-    Capability,
-    CapabilityDeny,
-    CapabilityGrant,
-    Params,
-    ProxyDeny,
-)
 from turret.capabilities.schema import constraint_problem
-from turret.config import Agent
+from turret.model import Agent, Capability, CapabilityDeny, CapabilityGrant, Params, ProxyDeny
 from turret.paths import CanonicalPath
 
 _Rule = TypeVar("_Rule", CapabilityDeny, ProxyDeny)

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from turret.auth import TokenIndex
-from turret.config import (
+from turret.credentials import Secret, credentials_directory, load_credentials
+from turret.echo import Redactor
+from turret.errors import CredentialError
+from turret.model import (
     BasicAuth,
     BearerAuth,
     Config,
@@ -25,9 +28,6 @@ from turret.config import (
     Service,
     Value,
 )
-from turret.credentials import Secret, credentials_directory, load_credentials
-from turret.echo import Redactor
-from turret.errors import CredentialError
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from aiohttp import web
 from turret import __version__
 from turret.app import STATS, create_app
 from turret.audit import ERR, Auditor, Event
-from turret.config import Config, read_config
+from turret.config import read_config
 from turret.errors import AuditUnavailable, ConfigError, StartupError
 from turret.httpserver import TurretRunner
+from turret.model import Config
 from turret.runtime import Runtime, RuntimeHolder, build_runtime
 from turret.systemd_glue import Notifier, activated_sockets, watchdog_interval
 

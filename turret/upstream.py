@@ -16,10 +16,10 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from turret.config import Service
-from turret.connector import ACCEPT_ENCODING, AddressRefused, FramingRefused
+from turret.connector import ACCEPT_ENCODING, FramingRefused
 from turret.echo import Redactor
-from turret.errors import BadGateway, GatewayTimeout
+from turret.errors import AddressRefused, BadGateway, GatewayTimeout
+from turret.model import Service
 from turret.paths import CanonicalPath
 from turret.runtime import Injection
 

@@ -14,8 +14,9 @@ from urllib.parse import quote
 import pytest
 
 from tests.adversarial.conftest import MakeHardened
-from turret.config import Agent, load_config
+from turret.config import load_config
 from turret.errors import BadRequest, ConfigError
+from turret.model import Agent
 from turret.paths import canonical_path
 from turret.policy import decide_proxy
 

@@ -10,7 +10,7 @@ import pytest
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
 from turret.capabilities.catalog import KINDS, catalog_capabilities
 from turret.capabilities.template import template_problems
-from turret.config import BearerAuth, Service
+from turret.model import BearerAuth, Service
 
 MAGNET = "magnet:?xt=urn:btih:" + "a" * 40 + "&dn=debian-12.iso"
 

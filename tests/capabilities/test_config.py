@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from turret.cli import main
-from turret.config import LoginAuth, load_config
+from turret.config import load_config
 from turret.errors import ConfigError
+from turret.model import LoginAuth
 
 TOKEN = "a" * 64
 BASE = f"""services:

@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestServer
 
 from tests.capabilities.conftest import CapGateway
 from tests.capabilities.fake_services import FakeState, qbittorrent_app
-from turret.config import CredentialRef, LoginAuth, Service
 from turret.errors import BadGateway, GatewayTimeout, RequestError, ServiceUnavailable
 from turret.login import (
     BACKOFF_MAX,
@@ -28,6 +27,7 @@ from turret.login import (
     held_back,
     next_backoff,
 )
+from turret.model import CredentialRef, LoginAuth, Service
 
 PASSWORD = "CANARY-qbit-login-0123456789abcdef"
 FP = b"fingerprint"

@@ -17,7 +17,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turret.capabilities.model import Capability, Constraint, Param
 from turret.capabilities.schema import (
     capability_schema,
     constraint_problem,
@@ -26,8 +25,9 @@ from turret.capabilities.schema import (
     validate_params,
     value_problem,
 )
-from turret.config import Config, load_config
+from turret.config import load_config
 from turret.errors import ConfigError
+from turret.model import Capability, Config, Constraint, Param
 from turret.policy import capability_grants, decide_capability
 
 SERVICES = {

@@ -5,25 +5,19 @@ from __future__ import annotations
 import pytest
 
 from turret.capabilities.engine import redact_json
-from turret.capabilities.model import (
-    JSON,
-    Capability,
-    Constraint,
-    Param,
-    Template,
-)
 from turret.capabilities.projection import project
-from turret.capabilities.readers import read_result
 from turret.capabilities.schema import capability_schema, narrowed, validate_params
 from turret.capabilities.strictjson import parse_object, searchable, shown_key
 from turret.capabilities.template import build_request
-from turret.checker import Checker
 from turret.config import load_config
+from turret.config.checker import Checker
+from turret.config.constraints import read_result
+from turret.config.yamlload import Document
 from turret.echo import Redactor
 from turret.errors import BadRequest, UnprocessableEntity
+from turret.model import JSON, Capability, Constraint, Param, Template
 from turret.paths import canonical_path
 from turret.policy import decide_capability, decide_proxy
-from turret.yamlload import Document
 
 
 def _cap(*params: Param, **request: object) -> Capability:

@@ -13,13 +13,13 @@ from typing import Any
 from multidict import CIMultiDict
 
 from turret.audit import Fields
-from turret.capabilities.model import JSON, Capability, Params
 from turret.capabilities.projection import needs_body, project
 from turret.capabilities.template import build_request
 from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, PayloadTooLarge, UpstreamStatus
 from turret.login import LoginSessions, send_upstream
+from turret.model import JSON, Capability, Params
 from turret.runtime import Runtime
 from turret.upstream import Outbound
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from turret.capabilities.model import JSON, Each, Field, Projection, Shape
+from turret.model import JSON, Each, Field, Projection, Shape
 
 
 def pick(data: JSON, path: tuple[str, ...]) -> JSON:

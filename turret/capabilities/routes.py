@@ -26,12 +26,11 @@ from turret.app import (
     request_audit,
 )
 from turret.capabilities.engine import audit_fields, run_capability
-from turret.capabilities.model import JSON, Capability, Params
 from turret.capabilities.schema import capability_schema, validate_params
 from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object, searchable, shown_key
-from turret.config import METHODS, Agent
 from turret.errors import BadRequest, Forbidden, NotFound, RequestError, UnprocessableEntity
 from turret.login import LOGINS, LoginSessions
+from turret.model import JSON, METHODS, Agent, Capability, Params
 from turret.paths import canonical_path
 from turret.policy import (
     Decision,

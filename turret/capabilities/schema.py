@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from turret.capabilities.model import JSON, Capability, Constraint, Param, ParamValue
 from turret.capabilities.strictjson import shown_key
 from turret.capabilities.template import TEXT_PLACES, placements
 from turret.errors import BadRequest, UnprocessableEntity
+from turret.model import JSON, PARAM_NAME, Capability, Constraint, Param, ParamValue
 
-PARAM_NAME = re.compile(r"[a-z0-9_.-]{1,64}")
 _CONTROLS = ("\r", "\n", "\0")
 
 
@@ -39,7 +38,7 @@ def validate_params(capability: Capability, raw: Mapping[str, JSON]) -> dict[str
     for key in raw:
         if not PARAM_NAME.fullmatch(key):
             raise BadRequest(
-                f"parameter name {shown_key(key)} is not allowed: names match [a-z0-9_.-]"
+                f"parameter name {shown_key(key)} is not allowed: names match {PARAM_NAME.pattern}"
             )
     for key in sorted(raw):
         if capability.param(key) is None:

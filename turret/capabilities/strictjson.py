@@ -11,8 +11,8 @@ import json
 import re
 from typing import Any
 
-from turret.capabilities.model import JSON
 from turret.errors import BadRequest
+from turret.model import JSON
 
 MAX_BODY_BYTES = 64 * 1024
 _MAX_NUMBER_CHARS = 32  # longer numbers are refused before Python parses them

@@ -16,13 +16,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
-from turret.capabilities.model import JSON, TXN_PLACEHOLDER, Capability, Param, Params, ParamValue
 from turret.errors import BadRequest, UnprocessableEntity
+from turret.model import FIELD_NAME, JSON, TXN_PLACEHOLDER, Capability, Param, Params, ParamValue
 from turret.paths import CanonicalPath, canonical_path
 
 PLACEHOLDER = re.compile(r"\{(\$?[a-z][a-z0-9_]*)\}")
 _LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*,=:@-]*")
-FIELD_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}")
 # Headers a template may not set: credentials, routing and framing are Turret's alone.
 FORBIDDEN_HEADERS = frozenset(
     {

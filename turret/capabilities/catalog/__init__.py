@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from turret.capabilities.catalog import gitea, homeassistant, matrix, ntfy, proxmox, qbittorrent
-from turret.capabilities.model import Capability
+from turret.model import Capability
 
 if TYPE_CHECKING:
-    from turret.config import Service
+    from turret.model import Service
 
 KINDS: dict[str, Callable[[Service], list[Capability]]] = {
     "gitea": gitea.capabilities,

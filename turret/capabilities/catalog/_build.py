@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from turret.capabilities.model import Capability, Each, Field, Projection, Shape
+from turret.model import Capability, Each, Field, Projection, Shape
 
 if TYPE_CHECKING:
-    from turret.config import Service
+    from turret.model import Service
 
 
 def fields(**paths: str | Projection) -> Shape:

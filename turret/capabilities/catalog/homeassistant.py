@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from turret.capabilities.catalog._build import capability, each, fields
-from turret.capabilities.model import Capability, Param, Params, Template
+from turret.model import Capability, Param, Params, Template
 
 if TYPE_CHECKING:
-    from turret.config import Service
+    from turret.model import Service
 
 SLUG = r"[a-z0-9_]{1,64}"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from turret.capabilities.catalog._build import capability, each, fields
-from turret.capabilities.model import Capability, Param, Template
+from turret.model import Capability, Param, Template
 
 if TYPE_CHECKING:
-    from turret.config import Service
+    from turret.model import Service
 
 # A room ID. Room versions 1-11: "!opaque:server[:port]" (server a DNS name or an IPv6 literal);
 # version 12 (Synapse's default since 1.14x): "!" and the create event's reference hash, 43

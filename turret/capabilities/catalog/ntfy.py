@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from turret.capabilities.catalog._build import capability, fields
-from turret.capabilities.model import Capability, Param, Template
+from turret.model import Capability, Param, Template
 
 if TYPE_CHECKING:
-    from turret.config import Service
+    from turret.model import Service
 
 TOPIC = r"[-_A-Za-z0-9]{1,64}"
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from turret.capabilities.catalog._build import capability, each, fields
 from turret.capabilities.magnet import MAX_LENGTH, magnet_problem, pattern
-from turret.capabilities.model import Capability, Param, Template
+from turret.model import Capability, Param, Template
 
 if TYPE_CHECKING:
-    from turret.config import Service
+    from turret.model import Service
 
 CATEGORY = r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}"
 

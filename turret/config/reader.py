@@ -6,165 +6,40 @@ reported with its dotted key path and line, all at once, and Turret refuses to s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from turret import limit_settings
-from turret.capabilities import settings as capability_settings
-from turret.capabilities.model import Capability, CapabilityGrant, DenyRule, Group
-from turret.checker import Checker
-from turret.errors import ConfigError, ConfigIssue
-from turret.netpolicy import AddressPolicy, service_url
-from turret.paths import GlobIndex, PathGlob, compile_glob
-from turret.ratelimit import AgentLimits, ServerLimits
-from turret.yamlload import YamlError, join, read_yaml
-
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.@/-]{0,127}")
-HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
-QUERY_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-LISTEN_TCP = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})")
-# Credential names are file names in $CREDENTIALS_DIRECTORY (systemd allows no "/").
-CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
-
-
-@dataclass(frozen=True)
-class CredentialRef:
-    """A value to be read from the credential `name`."""
-
-    name: str
-
-
-Value = str | CredentialRef  # a literal, or a credential
-
-
-@dataclass(frozen=True)
-class BearerAuth:
-    credential: str
-
-
-@dataclass(frozen=True)
-class BasicAuth:
-    username: Value
-    password: Value
-
-
-@dataclass(frozen=True)
-class HeaderAuth:
-    name: str
-    credential: str
-    prefix: str = ""
-
-
-@dataclass(frozen=True)
-class QueryAuth:
-    name: str
-    credential: str
-
-
-@dataclass(frozen=True)
-class LoginAuth:
-    """qBittorrent's WebUI login: Turret logs in and keeps the session cookie to itself."""
-
-    username: Value
-    password: Value
-
-
-Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth | LoginAuth
-
-
-@dataclass(frozen=True)
-class Service:
-    """An upstream: its origin and base path are the only place requests for it may go."""
-
-    name: str
-    url: str  # scheme://host[:port][/base], no trailing slash
-    auth: Auth
-    timeout: float = 10.0
-    max_request_bytes: int = 1 << 20
-    max_response_bytes: int = 4 << 20
-    kind: str | None = None  # a catalog kind: the service gets that kind's capabilities
-    node: str | None = None  # Proxmox: the node capabilities use by default
-    # Checked for DNS names on every connection; IP literals are used as written.
-    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
-    trackers: tuple[str, ...] = ()  # qBittorrent: tracker URLs a magnet link may carry (`tr=`)
-
-
-@dataclass(frozen=True)
-class ProxyGrant:
-    service: str
-    methods: frozenset[str]
-    paths: tuple[PathGlob, ...]
-
-
-@dataclass(frozen=True)
-class Agent:
-    name: str
-    token_sha256: str | None  # hex; exactly one of this and token_credential
-    token_credential: str | None
-    proxy: tuple[ProxyGrant, ...]
-    capabilities: tuple[CapabilityGrant, ...] = ()
-    deny: tuple[DenyRule, ...] = ()
-    report: bool = False  # log what enforcement would deny, but allow it (for rollout)
-    groups: tuple[Group, ...] = ()  # the groups whose agent globs match this agent
-    limits: AgentLimits = field(default_factory=AgentLimits)
-
-    @cached_property
-    def proxy_index(self) -> dict[tuple[str, str], GlobIndex[str]]:
-        """The agent's and its groups' proxy grants by (service, method), each path glob with
-        the dotted path of its grant; built on first use, so a decision stays fast however many
-        grants there are."""
-        rules: dict[tuple[str, str], list[tuple[PathGlob, str]]] = {}
-        named = [(f"agents.{self.name}.proxy", self.proxy)]
-        named += [(f"groups.{g.name}.proxy", g.proxy) for g in self.groups]
-        for where, grants in named:
-            for i, grant in enumerate(grants):
-                for method in grant.methods:
-                    entries = rules.setdefault((grant.service, method), [])
-                    entries.extend((glob, f"{where}[{i}]") for glob in grant.paths)
-        return {key: GlobIndex(entries) for key, entries in rules.items()}
-
-
-@dataclass(frozen=True)
-class Config:
-    listen: tuple[str, ...]
-    credentials_dir: str | None
-    services: dict[str, Service]
-    agents: dict[str, Agent]
-    capabilities: Mapping[str, Capability] = field(default_factory=dict)
-    groups: Mapping[str, Group] = field(default_factory=dict)
-    params_key: str | None = None  # credential keying the audit's parameter hashes
-    limits: ServerLimits = field(default_factory=ServerLimits)
-
-    def credential_uses(self) -> dict[str, str]:
-        """Every credential name the config references, mapped to how it is used.
-
-        The use is "header" when the value is sent in an HTTP header as is (so CR, LF and NUL
-        would be header injection) and "value" otherwise.
-        """
-        uses: dict[str, str] = {}
-        for svc in self.services.values():
-            auth = svc.auth
-            if isinstance(auth, BearerAuth | HeaderAuth):
-                uses[auth.credential] = "header"
-            elif isinstance(auth, QueryAuth):
-                uses.setdefault(auth.credential, "value")
-            else:  # basic and login
-                for v in (auth.username, auth.password):
-                    if isinstance(v, CredentialRef):
-                        uses.setdefault(v.name, "value")
-        for agent in self.agents.values():
-            if agent.token_credential:
-                uses.setdefault(agent.token_credential, "value")
-        if self.params_key:
-            uses.setdefault(self.params_key, "value")
-        return uses
+from turret.config import capabilities as capability_settings
+from turret.config import limits as limit_settings
+from turret.config.checker import Checker
+from turret.config.proxy import read_proxy_grant
+from turret.config.yamlload import join, read_yaml
+from turret.errors import ConfigError, ConfigIssue, YamlError
+from turret.model import (
+    AGENT_NAME,
+    CREDENTIAL_NAME,
+    HEADER_NAME,
+    LISTEN_TCP,
+    NAME,
+    QUERY_NAME,
+    SHA256_HEX,
+    Agent,
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    Capability,
+    Config,
+    CredentialRef,
+    HeaderAuth,
+    LoginAuth,
+    QueryAuth,
+    Service,
+    Value,
+)
+from turret.netpolicy import service_url
+from turret.ratelimit import AgentLimits
 
 
 def read_config(path: str | Path) -> Config:
@@ -398,39 +273,3 @@ class _ConfigReader(Checker):
         return Agent(
             name, digest, cred, proxy, capabilities, deny, report is True, limits=agent_limits
         )
-
-
-def read_proxy_grant(
-    ck: Checker, path: str, value: Any, services: Mapping[str, Service]
-) -> ProxyGrant | None:
-    """A proxy grant `{service, methods, paths}` (also the shape of a proxy deny rule)."""
-    g = ck.mapping(path, value, {"service", "methods", "paths"}, set())
-    if g is None:
-        return None
-    service = ck.string(join(path, "service"), g.get("service"))
-    if service is not None and service not in services:
-        ck.fail(join(path, "service"), f"names undefined service {service!r}")
-        service = None
-    methods, paths, ok = set(), [], True
-    method_items = ck.items(join(path, "methods"), g.get("methods", []))
-    for p, m in method_items:
-        # isinstance first: a YAML list or mapping here is unhashable, and must be an error
-        # message, not a TypeError (which would also end a running Turret on reload).
-        if not isinstance(m, str) or m not in METHODS:
-            ck.fail(p, f"must be one of {', '.join(sorted(METHODS))}")
-            ok = False
-        else:
-            methods.add(m)
-    path_items = ck.items(join(path, "paths"), g.get("paths", []))
-    for p, pattern in path_items:
-        try:
-            paths.append(compile_glob(pattern if isinstance(pattern, str) else ""))
-        except ValueError as exc:
-            ck.fail(p, f"path glob {exc}")
-            ok = False
-    if not method_items or not path_items:
-        ck.fail(path, "a grant needs at least one method and one path")
-        ok = False
-    if service is None or not ok:
-        return None
-    return ProxyGrant(service, frozenset(methods), tuple(paths))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from turret.capabilities.model import JSON, Constraint, Each, Field, Projection, Shape
 from turret.capabilities.schema import compiled
-from turret.checker import Checker
-from turret.yamlload import join
+from turret.config.checker import Checker
+from turret.config.yamlload import join
+from turret.model import JSON, Constraint, Each, Field, Projection, Shape
 
 CONSTRAINT_KEYS = ("one_of", "pattern", "prefix", "max_length", "minimum", "maximum")
 _STRING_ONLY = {"pattern", "prefix", "max_length"}

@@ -13,9 +13,25 @@ from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from turret import config as base
+import turret.model as base
 from turret.capabilities.catalog import KINDS, catalog_capabilities
-from turret.capabilities.model import (
+from turret.capabilities.schema import constraint_problem, value_problem
+from turret.capabilities.template import BODY_KINDS, template_problems
+from turret.config.checker import Checker
+from turret.config.constraints import (
+    fits_type,
+    read_constraints,
+    read_grant_constraint,
+    read_result,
+)
+from turret.config.proxy import read_proxy_grant
+from turret.config.yamlload import join
+from turret.model import (
+    AGENT_GLOB,
+    CAPABILITY_NAME,
+    FIELD_NAME,
+    NAME_GLOB,
+    PARAM_NAME,
     PARAM_TYPES,
     Capability,
     CapabilityDeny,
@@ -27,21 +43,7 @@ from turret.capabilities.model import (
     ProxyDeny,
     Template,
 )
-from turret.capabilities.readers import (
-    fits_type,
-    read_constraints,
-    read_grant_constraint,
-    read_result,
-)
-from turret.capabilities.schema import constraint_problem, value_problem
-from turret.capabilities.template import BODY_KINDS, FIELD_NAME, template_problems
-from turret.checker import Checker
-from turret.yamlload import join
 
-CAPABILITY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\.[a-z0-9_]{1,64}")
-PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-NAME_GLOB = re.compile(r"[a-z0-9_.*-]{1,128}")
-AGENT_GLOB = re.compile(r"[a-z0-9_.@/*-]{1,128}")
 TRACKER_URL = re.compile(r"(https?|udp)://[!-~]{1,2040}")
 _PARAM_KEYS = {
     "description",
@@ -333,7 +335,7 @@ def read_deny(
     rules: list[DenyRule] = []
     for p, item in ck.items(path, value if value is not None else []):
         if isinstance(item, dict) and "service" in item:
-            grant = base.read_proxy_grant(ck, p, item, services)
+            grant = read_proxy_grant(ck, p, item, services)
             if grant is not None:
                 rules.append(ProxyDeny(grant.service, grant.methods, grant.paths, p))
             continue
@@ -365,7 +367,7 @@ def read_groups(
             else:
                 ck.fail(p, f"must be an agent name or glob matching {AGENT_GLOB.pattern}")
         proxy = [
-            base.read_proxy_grant(ck, p, g, dict(services))
+            read_proxy_grant(ck, p, g, dict(services))
             for p, g in ck.items(join(path, "proxy"), spec.get("proxy", []))
         ]
         groups[name] = Group(

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
-from turret.checker import Checker
+from turret.config.checker import Checker
+from turret.config.yamlload import join
 from turret.netpolicy import AddressPolicy, parse_network
 from turret.ratelimit import LIMIT_RANGES, AgentLimits, FloodLimits, ServerLimits
-from turret.yamlload import join
 
 Limits = TypeVar("Limits", ServerLimits, AgentLimits, FloodLimits)
 _SECTIONS = frozenset({"agent", "unauthenticated"})

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from turret.errors import ConfigIssue
+from turret.errors import ConfigIssue, YamlError
 
 # Data produced by `read_yaml`: str, int, float, bool, None, list and dict (str keys) only.
 Data = Any
@@ -112,12 +112,6 @@ def read_yaml(text: str) -> Document:
     return doc
 
 
-class YamlError(Exception):
-    """The text is not acceptable YAML; `issues` says where and why."""
-
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        super().__init__("\n".join(str(i) for i in issues))
-        self.issues = issues
 
 
 def _convert(

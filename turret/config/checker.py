@@ -6,8 +6,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from turret.config.yamlload import Document, join
 from turret.errors import ConfigIssue
-from turret.yamlload import Document, join
 
 
 class Checker:
