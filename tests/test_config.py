@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from turret.authkinds import (
+    BasicAuth,
+    BearerAuth,
+    CredentialRef,
+    HeaderAuth,
+    QueryAuth,
+    credential_uses,
+)
 from turret.config import load_config
 from turret.errors import ConfigError
-from turret.model import BasicAuth, BearerAuth, CredentialRef, HeaderAuth, QueryAuth
 
 BAD = sorted((Path(__file__).parent / "data" / "bad_config").glob("*.yaml"))
 
@@ -65,7 +72,7 @@ def test_load_config_reads_the_documented_shape() -> None:
 
 
 def test_load_config_lists_credential_uses() -> None:
-    assert load_config(ISSUE_EXAMPLE).credential_uses() == {
+    assert credential_uses(load_config(ISSUE_EXAMPLE)) == {
         "gitea-token": "header",
         "gitea-password": "value",
         "ntfy-key": "header",

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from turret.config import load_config
-from turret.credentials import MAX_CREDENTIAL_BYTES, Secret, credentials_directory, load_credentials
+from turret.credentials import MAX_CREDENTIAL_BYTES, credentials_directory, load_credentials
 from turret.errors import CredentialError
 from turret.runtime import build_runtime
+from turret.secret import Secret
 
 CONFIG = load_config("""
 services:

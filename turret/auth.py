@@ -7,8 +7,8 @@ import hmac
 import secrets
 from collections.abc import Mapping
 
-from turret.credentials import Secret
 from turret.model import Agent
+from turret.secret import Secret
 
 TOKEN_PREFIX = "turret_"  # noqa: S105 - a public prefix, not a secret
 TOKEN_BYTES = 32

@@ -7,44 +7,18 @@ with a message naming it and the unit line that would provide it; values never a
 
 from __future__ import annotations
 
-import hmac
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from turret.authkinds import credential_uses
 from turret.errors import CredentialError
 from turret.model import Config
+from turret.secret import Secret
 
 MAX_CREDENTIAL_BYTES = 64 * 1024
 
-
-class Secret:
-    """A secret string whose repr and str never show it; `reveal()` is the only way in."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret(<redacted>)"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(Secret)
-
-    def __reduce__(self) -> str:
-        raise TypeError("a Secret cannot be pickled")
 
 
 def credentials_directory(config: Config, override: str | None) -> str | None:
@@ -54,7 +28,7 @@ def credentials_directory(config: Config, override: str | None) -> str | None:
 
 def load_credentials(config: Config, directory: str | None) -> Mapping[str, Secret]:
     """Read every credential `config` references; raise `CredentialError` naming each problem."""
-    uses = config.credential_uses()
+    uses = credential_uses(config)
     problems: list[str] = []
     secrets: dict[str, Secret] = {}
     if uses and not directory:

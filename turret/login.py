@@ -29,11 +29,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from turret.authkinds import Injection
 from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout, RequestError, ServiceUnavailable
 from turret.model import Service
-from turret.runtime import Injection, Runtime
+from turret.runtime import Runtime
 from turret.upstream import Outbound, UpstreamResponse, forward
 
 LOGIN_PATH = "/api/v2/auth/login"

@@ -10,11 +10,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from turret.netpolicy import AddressPolicy
 from turret.paths import GlobIndex, PathGlob
 from turret.ratelimit import AgentLimits, ServerLimits
+
+if TYPE_CHECKING:
+    from turret.authkinds import Auth
 
 # --- names --------------------------------------------------------------------------------------
 
@@ -39,51 +42,6 @@ FIELD_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}")
 
 
 # --- services and agents ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CredentialRef:
-    """A value to be read from the credential `name`."""
-
-    name: str
-
-
-Value = str | CredentialRef  # a literal, or a credential
-
-
-@dataclass(frozen=True)
-class BearerAuth:
-    credential: str
-
-
-@dataclass(frozen=True)
-class BasicAuth:
-    username: Value
-    password: Value
-
-
-@dataclass(frozen=True)
-class HeaderAuth:
-    name: str
-    credential: str
-    prefix: str = ""
-
-
-@dataclass(frozen=True)
-class QueryAuth:
-    name: str
-    credential: str
-
-
-@dataclass(frozen=True)
-class LoginAuth:
-    """qBittorrent's WebUI login: Turret logs in and keeps the session cookie to itself."""
-
-    username: Value
-    password: Value
-
-
-Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth | LoginAuth
-
 
 @dataclass(frozen=True)
 class Service:
@@ -148,29 +106,6 @@ class Config:
     params_key: str | None = None  # credential keying the audit's parameter hashes
     limits: ServerLimits = field(default_factory=ServerLimits)
 
-    def credential_uses(self) -> dict[str, str]:
-        """Every credential name the config references, mapped to how it is used.
-
-        The use is "header" when the value is sent in an HTTP header as is (so CR, LF and NUL
-        would be header injection) and "value" otherwise.
-        """
-        uses: dict[str, str] = {}
-        for svc in self.services.values():
-            auth = svc.auth
-            if isinstance(auth, BearerAuth | HeaderAuth):
-                uses[auth.credential] = "header"
-            elif isinstance(auth, QueryAuth):
-                uses.setdefault(auth.credential, "value")
-            else:  # basic and login
-                for v in (auth.username, auth.password):
-                    if isinstance(v, CredentialRef):
-                        uses.setdefault(v.name, "value")
-        for agent in self.agents.values():
-            if agent.token_credential:
-                uses.setdefault(agent.token_credential, "value")
-        if self.params_key:
-            uses.setdefault(self.params_key, "value")
-        return uses
 
 
 # --- capabilities and the rules about them ---------------------------------------------------

@@ -16,12 +16,12 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from turret.authkinds import Injection
 from turret.connector import ACCEPT_ENCODING, FramingRefused
 from turret.echo import Redactor
 from turret.errors import AddressRefused, BadGateway, GatewayTimeout
 from turret.model import Service
 from turret.paths import CanonicalPath
-from turret.runtime import Injection
 
 HOP_BY_HOP = frozenset(
     {

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from turret.authkinds import BearerAuth
 from turret.capabilities.catalog import KINDS, catalog_capabilities
 from turret.capabilities.template import template_problems
-from turret.model import BearerAuth, Service
+from turret.model import Service
 
 MAGNET = "magnet:?xt=urn:btih:" + "a" * 40 + "&dn=debian-12.iso"
 

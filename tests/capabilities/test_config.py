@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from turret.authkinds import LoginAuth, credential_uses
 from turret.cli import main
 from turret.config import load_config
 from turret.errors import ConfigError
-from turret.model import LoginAuth
 
 TOKEN = "a" * 64
 BASE = f"""services:
@@ -81,7 +81,7 @@ audit:
     agent = config.agents["a"]
     assert agent.report and [g.name for g in agent.groups] == ["ops"]
     assert agent.capabilities[1].rule == "agents.a.capabilities[1]"
-    assert config.credential_uses() == {
+    assert credential_uses(config) == {
         "qbit-password": "value",
         "pve-token": "header",
         "gitea-token": "header",

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.capabilities.conftest import CapGateway
 from tests.capabilities.fake_services import FakeState, qbittorrent_app
+from turret.authkinds import CredentialRef, LoginAuth
 from turret.errors import BadGateway, GatewayTimeout, RequestError, ServiceUnavailable
 from turret.login import (
     BACKOFF_MAX,
@@ -27,7 +28,7 @@ from turret.login import (
     held_back,
     next_backoff,
 )
-from turret.model import CredentialRef, LoginAuth, Service
+from turret.model import Service
 
 PASSWORD = "CANARY-qbit-login-0123456789abcdef"
 FP = b"fingerprint"

@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import turret.model as base
+from turret.authkinds import Auth, LoginAuth
 from turret.capabilities.catalog import KINDS, catalog_capabilities
 from turret.capabilities.schema import constraint_problem, value_problem
 from turret.capabilities.template import BODY_KINDS, template_problems
@@ -59,14 +60,14 @@ _PARAM_KEYS = {
 
 
 def read_kind_and_node(
-    ck: Checker, path: str, svc: dict[str, Any], auth: base.Auth | None
+    ck: Checker, path: str, svc: dict[str, Any], auth: Auth | None
 ) -> tuple[str | Literal[False] | None, str | None]:
     """A service's catalog `kind:` (False if invalid) and Proxmox `node:`."""
     kind: Any = svc.get("kind")  # YAML data: anything until checked
     if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
         ck.fail(join(path, "kind"), f"must be one of {', '.join(sorted(KINDS))}")
         kind = False
-    if isinstance(auth, base.LoginAuth) and kind != "qbittorrent":
+    if isinstance(auth, LoginAuth) and kind != "qbittorrent":
         ck.fail(join(path, "auth"), "login auth is qBittorrent's: needs kind: qbittorrent")
     node = svc.get("node")
     if node is not None:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
 from turret.config.checker import Checker
@@ -20,23 +21,13 @@ from turret.errors import ConfigError, ConfigIssue, YamlError
 from turret.model import (
     AGENT_NAME,
     CREDENTIAL_NAME,
-    HEADER_NAME,
     LISTEN_TCP,
     NAME,
-    QUERY_NAME,
     SHA256_HEX,
     Agent,
-    Auth,
-    BasicAuth,
-    BearerAuth,
     Capability,
     Config,
-    CredentialRef,
-    HeaderAuth,
-    LoginAuth,
-    QueryAuth,
     Service,
-    Value,
 )
 from turret.netpolicy import service_url
 from turret.ratelimit import AgentLimits
@@ -136,7 +127,7 @@ class _ConfigReader(Checker):
         if svc is None:
             return None
         url = self.url(join(path, "url"), svc.get("url"))
-        auth = self.auth(join(path, "auth"), svc.get("auth"))
+        auth = read_auth(self, join(path, "auth"), svc.get("auth"))
         limits = {
             key: self.number(join(path, key), svc.get(key, default), lo, hi, integer=integer)
             for key, (default, lo, hi, integer) in _SERVICE_NUMBERS.items()
@@ -170,59 +161,6 @@ class _ConfigReader(Checker):
         except ValueError as exc:
             self.fail(path, str(exc))
             return None
-
-    def auth(self, path: str, value: Any) -> Auth | None:
-        kinds = {"bearer", "basic", "header", "query", "login"}
-        body = self.mapping(path, value, set(), kinds)
-        if body is None:
-            return None
-        if len(body) != 1:
-            self.fail(path, "must have exactly one of: bearer, basic, header, query, login")
-            return None
-        ((kind, spec),) = body.items()
-        p = join(path, kind)
-        if kind == "bearer":
-            cred = self.string(p, spec, CREDENTIAL_NAME)
-            return BearerAuth(cred) if cred else None
-        if kind in ("basic", "login"):
-            m = self.mapping(p, spec, {"username", "password"}, set())
-            if m is None:
-                return None
-            user = self.value(join(p, "username"), m.get("username"))
-            password = self.value(join(p, "password"), m.get("password"))
-            if user is None or password is None:
-                return None
-            return BasicAuth(user, password) if kind == "basic" else LoginAuth(user, password)
-        if kind == "header":
-            m = self.mapping(p, spec, {"name", "value"}, {"prefix"})
-            if m is None:
-                return None
-            name = self.string(join(p, "name"), m.get("name"), HEADER_NAME)
-            cred = self.string(join(p, "value"), m.get("value"), CREDENTIAL_NAME)
-            prefix = m.get("prefix", "")
-            if not isinstance(prefix, str) or any(c in prefix for c in "\r\n\0"):
-                self.fail(join(p, "prefix"), "must be a string without CR, LF or NUL")
-                return None
-            return HeaderAuth(name, cred, prefix) if name and cred else None
-        m = self.mapping(p, spec, {"name", "value"}, set())
-        if m is None:
-            return None
-        name = self.string(join(p, "name"), m.get("name"), QUERY_NAME)
-        cred = self.string(join(p, "value"), m.get("value"), CREDENTIAL_NAME)
-        return QueryAuth(name, cred) if name and cred else None
-
-    def value(self, path: str, value: Any) -> Value | None:
-        if isinstance(value, dict):
-            m = self.mapping(path, value, {"credential"}, set())
-            name = self.string(
-                join(path, "credential"), m.get("credential") if m else None, CREDENTIAL_NAME
-            )
-            return CredentialRef(name) if name else None
-        text = self.string(path, value)
-        if text is not None and any(c in text for c in "\r\n\0:"):
-            self.fail(path, "a literal must not contain ':', CR, LF or NUL")
-            return None
-        return text
 
     def agent(
         self,
