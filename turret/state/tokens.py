@@ -186,10 +186,14 @@ class Tokens:
 
     def prune_expired(self, before: float) -> list[str]:
         """Delete tokens that expired before `before`; return their ids, sorted."""
-        rows = self._db.execute(
-            "DELETE FROM derived_tokens WHERE expires < ? RETURNING id", (before,)
-        )
-        return sorted(r["id"] for r in rows)
+        # Ids are read first: a parent's deletion cascades to its children (which expire no
+        # later), and DELETE ... RETURNING would not report rows removed by the cascade.
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT id FROM derived_tokens WHERE expires < ? ORDER BY id", (before,)
+            ).fetchall()
+            conn.execute("DELETE FROM derived_tokens WHERE expires < ?", (before,))
+        return [r["id"] for r in rows]
 
     def in_force(self, at: float) -> int:
         """How many tokens are neither revoked nor expired at `at`."""
