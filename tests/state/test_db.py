@@ -8,13 +8,22 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from turret.errors import StartupError
-from turret.state import DB_NAME, NewToken, StateError, StateStore, by_uid, resolve_state_dir
+from turret.state import (
+    DB_NAME,
+    NewToken,
+    Seal,
+    StateError,
+    StateStore,
+    by_uid,
+    resolve_state_dir,
+)
 from turret.state.schema import MIGRATIONS, V1
 
 DIGEST = "ab" * 32
@@ -309,3 +318,26 @@ def test_store_refuses_a_newer_schema(state_dir: Path, ahead: int) -> None:
     with pytest.raises(StateError, match=f"schema version {newer}, newer than this Turret"):
         StateStore.open(state_dir)
     assert _user_version(state_dir) == newer
+
+
+def test_store_reads_do_not_wait_for_a_write(store: StateStore) -> None:
+    """A query on the event loop is answered while another thread holds a write open."""
+    store.controls.seal("drill", by_uid(0), 1.0)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        with store._db.transaction() as conn:  # the store's write path, held open
+            conn.execute("DELETE FROM seal")
+            inside.set()
+            release.wait()
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    try:
+        assert inside.wait(10)
+        # The reader sees the last committed state, not the writer's uncommitted delete.
+        assert store.controls.sealed() == Seal("drill", "uid:0", 1.0)
+    finally:
+        release.set()
+        writer.join()
+    assert store.controls.sealed() is None

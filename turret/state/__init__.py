@@ -28,7 +28,6 @@ from turret.state.db import (
     check_directory,
     open_database,
     resolve_state_dir,
-    schema_version,
 )
 from turret.state.schema import MIGRATIONS
 from turret.state.tokens import DerivedToken, NewToken, Tokens
@@ -83,7 +82,7 @@ class StateStore:
     @property
     def schema_version(self) -> int:
         """The schema version of the open database."""
-        return schema_version(self._db)
+        return int(self._db.query("PRAGMA user_version")[0][0])
 
     def flush(self) -> None:
         """Write what is batched in memory (credential last-used times)."""

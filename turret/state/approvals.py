@@ -76,7 +76,7 @@ class Approvals:
 
     def get(self, approval_id: str) -> Approval | None:
         """The approval with this id, or None."""
-        rows = self._db.execute(
+        rows = self._db.query(
             "SELECT * FROM approvals WHERE id = ?", (approval_id,)
         )
         return _row(rows[0]) if rows else None
@@ -125,7 +125,7 @@ class Approvals:
 
     def pending(self) -> list[Approval]:
         """Approvals waiting for an operator, oldest first."""
-        rows = self._db.execute(
+        rows = self._db.query(
             "SELECT * FROM approvals WHERE status = 'pending' ORDER BY created, id"
         )
         return [_row(r) for r in rows]

@@ -67,7 +67,7 @@ class Controls:
 
     def sealed(self) -> Seal | None:
         """The seal in force, or None."""
-        rows = self._db.execute("SELECT reason, by, at FROM seal")
+        rows = self._db.query("SELECT reason, by, at FROM seal")
         return Seal(rows[0]["reason"], rows[0]["by"], rows[0]["at"]) if rows else None
 
     def revoke_agent(self, agent: str, reason: str, by: str, at: float) -> Revocation:
@@ -92,7 +92,7 @@ class Controls:
 
     def revoked_agents(self) -> dict[str, Revocation]:
         """Every revoked agent by name."""
-        rows = self._db.execute("SELECT agent, reason, by, at FROM agent_revocations")
+        rows = self._db.query("SELECT agent, reason, by, at FROM agent_revocations")
         return {r["agent"]: Revocation(r["agent"], r["reason"], r["by"], r["at"]) for r in rows}
 
 
@@ -104,7 +104,7 @@ class AuditChain:
 
     def head(self) -> ChainHead | None:
         """The last recorded (seq, chain), or None before the first record."""
-        rows = self._db.execute("SELECT seq, chain FROM audit_chain")
+        rows = self._db.query("SELECT seq, chain FROM audit_chain")
         return ChainHead(rows[0]["seq"], rows[0]["chain"]) if rows else None
 
     def advance(self, seq: int, chain: str, at: float) -> None:
@@ -131,7 +131,7 @@ class Meta:
 
     def get(self, key: str) -> str | None:
         """The value under `key`, or None."""
-        rows = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self._db.query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
 
     def set(self, key: str, value: str, at: float) -> None:

@@ -133,7 +133,7 @@ class Credentials:
                     " last_changed = ? WHERE name = ?",
                     (fingerprint, at, name),
                 )
-            age = self._get(name)
+            age = _age(conn.execute("SELECT * FROM credentials WHERE name = ?", (name,)).fetchone())
         changed = old is not None and old["fingerprint"] != fingerprint
         return Observation(age, changed=changed, new=old is None)
 
@@ -157,7 +157,7 @@ class Credentials:
 
     def all(self) -> list[CredentialAge]:
         """Every tracked credential, by name (last-used times as of the last flush)."""
-        rows = self._db.execute("SELECT * FROM credentials ORDER BY name")
+        rows = self._db.query("SELECT * FROM credentials ORDER BY name")
         return [_age(r) for r in rows]
 
     def forget(self, name: str) -> bool:
@@ -165,10 +165,6 @@ class Credentials:
         return bool(
             self._db.execute("DELETE FROM credentials WHERE name = ? RETURNING name", (name,))
         )
-
-    def _get(self, name: str) -> CredentialAge:
-        rows = self._db.execute("SELECT * FROM credentials WHERE name = ?", (name,))
-        return _age(rows[0])
 
 
 def _age(r: sqlite3.Row) -> CredentialAge:

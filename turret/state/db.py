@@ -5,9 +5,13 @@ autocommit mode (`isolation_level=None`) so that every transaction is explicit: 
 statement is its own transaction, and anything that must change several rows together runs
 inside `Database.transaction()` (`BEGIN IMMEDIATE` ... `COMMIT`).
 
-Thread-safety: one connection opened with `check_same_thread=False`, and every use of it holds
-`Database.lock`. The server may call the store from the event loop (each call is a few
-statements on a local file) or offload a call with `asyncio.to_thread`; both are safe.
+Thread-safety: two connections, both opened with `check_same_thread=False`: one for writes,
+used under `Database.lock`, and one read-only connection for queries, under its own lock. In
+WAL mode a reader never waits for a writer, so a query (is Turret sealed? is this agent
+revoked?) made on the event loop is not held up by a write that another thread is fsyncing.
+A write is durable when it returns (`synchronous=FULL`), which costs an fsync (a few ms on a
+VM disk): the server should make writes on the request path through `asyncio.to_thread`;
+queries take microseconds and can run on the loop.
 """
 
 from __future__ import annotations
@@ -76,16 +80,18 @@ def create_private(path: Path) -> None:
 
 
 class Database:
-    """The one connection to `turret.db`, its lock, and explicit transactions."""
+    """The connections to `turret.db`, their locks, and explicit write transactions."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, reader: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
         self.lock = threading.RLock()
+        self._reader = reader
+        self._read_lock = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and run the block in one write transaction; roll back on error."""
+        """Hold the write lock and run the block in one write transaction; roll back on error."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -98,12 +104,21 @@ class Database:
     def execute(
         self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
     ) -> list[sqlite3.Row]:
-        """Run one statement (its own transaction) and return every row it produced."""
+        """Run one writing statement (its own transaction) and return the rows it produced."""
         with self.lock:
             return self.conn.execute(sql, params).fetchall()
 
+    def query(
+        self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
+    ) -> list[sqlite3.Row]:
+        """Run one read-only statement on the reader: it sees every committed write."""
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
+
     def close(self) -> None:
-        """Close the connection (a checkpoint folds the WAL back into the database)."""
+        """Close both connections (the last one out folds the WAL back into the database)."""
+        with self._read_lock:
+            self._reader.close()
         with self.lock:
             self.conn.close()
 
@@ -117,14 +132,14 @@ def open_database(directory: Path, migrations: Sequence[str]) -> Database:
     path = directory / DB_NAME
     try:
         create_private(path)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = _connect(path)
     except (OSError, sqlite3.Error) as exc:
         raise StateError(f"cannot open the state database {path}: {exc}; {HOW_TO_FIX}") from None
-    conn.row_factory = sqlite3.Row
-    db = Database(conn, path)
     try:
         _configure(conn)
-        migrate(db, migrations)
+        migrate(conn, path, migrations)
+        reader = _connect(path)
+        reader.execute("PRAGMA query_only = ON")
         _private_sidecars(path)
     except StateError:
         conn.close()
@@ -132,11 +147,17 @@ def open_database(directory: Path, migrations: Sequence[str]) -> Database:
     except (OSError, sqlite3.Error) as exc:
         conn.close()
         raise StateError(f"cannot use the state database {path}: {exc}; {HOW_TO_FIX}") from None
-    return db
+    return Database(conn, reader, path)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
 
 
 def _configure(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise StateError(f"the state database cannot use WAL (journal_mode is {mode})")
@@ -154,37 +175,36 @@ def _private_sidecars(path: Path) -> None:
             side.chmod(FILE_MODE)
 
 
-def schema_version(db: Database) -> int:
+def schema_version(conn: sqlite3.Connection) -> int:
     """The schema version recorded in the file (`PRAGMA user_version`)."""
-    return int(db.execute("PRAGMA user_version")[0][0])
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(db: Database, migrations: Sequence[str]) -> None:
+def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[str]) -> None:
     """Apply each migration the file has not seen, in order, each in its own transaction.
 
     Migration N (1-based) moves the schema from version N-1 to N; a failing migration is rolled
     back whole, leaving the file at the version before it.
     """
-    current = schema_version(db)
+    current = schema_version(conn)
     known = len(migrations)
     if current > known:
         raise StateError(
-            f"the state database {db.path} has schema version {current}, newer than this "
+            f"the state database {path} has schema version {current}, newer than this "
             f"Turret knows ({known}): run the newer Turret, or restore a backup made for this one"
         )
     for version in range(current + 1, known + 1):
-        script = migrations[version - 1]
-        with db.lock:
-            try:
-                # executescript runs the whole migration and the version bump as one
-                # transaction: user_version lives in the file header, which is transactional.
-                db.conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
-                )
-            except sqlite3.Error as exc:
-                if db.conn.in_transaction:
-                    db.conn.execute("ROLLBACK")
-                raise StateError(
-                    f"migrating the state database {db.path} to schema version {version} "
-                    f"failed: {exc}; the file is unchanged at version {version - 1}"
-                ) from None
+        try:
+            # executescript runs the whole migration and the version bump as one transaction:
+            # user_version lives in the file header, which is transactional.
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{migrations[version - 1]}\n"
+                f"PRAGMA user_version = {version};\nCOMMIT;"
+            )
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(
+                f"migrating the state database {path} to schema version {version} "
+                f"failed: {exc}; the file is unchanged at version {version - 1}"
+            ) from None

@@ -103,24 +103,24 @@ class Tokens:
 
     def get(self, token_id: str) -> DerivedToken | None:
         """The token with this id, or None."""
-        rows = self._db.execute("SELECT * FROM derived_tokens WHERE id = ?", (token_id,))
+        rows = self._db.query("SELECT * FROM derived_tokens WHERE id = ?", (token_id,))
         return _row(rows[0]) if rows else None
 
     def by_digest(self, digest: str) -> DerivedToken | None:
         """The token whose digest this is (`token_sha256`), or None."""
-        rows = self._db.execute("SELECT * FROM derived_tokens WHERE digest = ?", (digest,))
+        rows = self._db.query("SELECT * FROM derived_tokens WHERE digest = ?", (digest,))
         return _row(rows[0]) if rows else None
 
     def by_agent(self, agent: str) -> list[DerivedToken]:
         """Every recorded token of an agent, oldest first."""
-        rows = self._db.execute(
+        rows = self._db.query(
             "SELECT * FROM derived_tokens WHERE agent = ? ORDER BY created, id", (agent,)
         )
         return [_row(r) for r in rows]
 
     def descendants(self, token_id: str) -> list[DerivedToken]:
         """Every token below `token_id` (not itself), shallowest first."""
-        rows = self._db.execute(
+        rows = self._db.query(
             "WITH RECURSIVE subtree(id) AS ("
             " SELECT id FROM derived_tokens WHERE id = :root"
             " UNION SELECT t.id FROM derived_tokens t JOIN subtree s ON t.parent_id = s.id)"
@@ -132,7 +132,7 @@ class Tokens:
 
     def ancestry(self, token_id: str) -> list[DerivedToken]:
         """The token and its ancestors, root first (each must allow an action at every use)."""
-        rows = self._db.execute(
+        rows = self._db.query(
             "WITH RECURSIVE up(id, parent_id) AS ("
             " SELECT id, parent_id FROM derived_tokens WHERE id = ?"
             " UNION SELECT t.id, t.parent_id FROM derived_tokens t JOIN up ON t.id = up.parent_id)"
@@ -197,7 +197,7 @@ class Tokens:
 
     def in_force(self, at: float) -> int:
         """How many tokens are neither revoked nor expired at `at`."""
-        rows = self._db.execute(
+        rows = self._db.query(
             "SELECT count(*) FROM derived_tokens WHERE revoked_at IS NULL AND expires > ?", (at,)
         )
         return int(rows[0][0])
