@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,3 +89,21 @@ def test_credentials_forget(store: StateStore) -> None:
     assert store.credentials.forget("a") is True
     assert store.credentials.forget("a") is False
     assert store.credentials.all() == []
+
+
+def test_fingerprint_key_created_once_under_a_race(tmp_path: Path) -> None:
+    """Many openers at once all end up with the one key that was linked into place."""
+    start = threading.Barrier(8)
+    found: list[str] = []
+
+    def opener() -> None:
+        start.wait()
+        found.append(FingerprintKey.load_or_create(tmp_path).fingerprint(b"v"))
+
+    pool = [threading.Thread(target=opener) for _ in range(8)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert len(set(found)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["fingerprint.key"]

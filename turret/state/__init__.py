@@ -63,8 +63,8 @@ class StateStore:
     def __init__(self, directory: Path, migrations: Sequence[str] = MIGRATIONS) -> None:
         """Open the store in `directory`; prefer `StateStore.open`, which checks it first."""
         self.directory = directory
-        self._db = open_database(directory, migrations)
         self.fingerprint_key = FingerprintKey.load_or_create(directory)
+        self._db = open_database(directory, migrations)
         self.controls = Controls(self._db)
         self.tokens = Tokens(self._db)
         self.credentials = Credentials(self._db)
@@ -76,7 +76,10 @@ class StateStore:
     def open(
         cls, directory: Path | None, migrations: Sequence[str] = MIGRATIONS
     ) -> StateStore:
-        """Open the store, refusing (StateError) an unset, missing or unwritable directory."""
+        """Open the store, refusing (StateError) an unset, missing or unwritable directory.
+
+        `migrations` is the schema's list; tests pass a longer one to exercise migrating.
+        """
         return cls(check_directory(directory), migrations)
 
     @property

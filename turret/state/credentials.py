@@ -13,6 +13,7 @@ writes the batch in one transaction (on a timer, at reload and at shutdown).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -44,19 +45,10 @@ class FingerprintKey:
 
     @classmethod
     def load_or_create(cls, directory: Path) -> FingerprintKey:
-        """Read `fingerprint.key`, creating it (once, exclusively) if it does not exist."""
+        """Read `fingerprint.key`, creating it first if it does not exist."""
         path = directory / KEY_NAME
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-        except FileExistsError:
-            return cls._read(path)
-        except OSError as exc:
-            raise StateError(f"cannot create {path}: {exc.strerror}; {HOW_TO_FIX}") from None
-        try:
-            os.write(fd, secrets.token_bytes(KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if not os.path.lexists(path):
+            _create_key(path)
         return cls._read(path)
 
     @classmethod
@@ -77,6 +69,30 @@ class FingerprintKey:
     def fingerprint(self, value: bytes) -> str:
         """The stored fingerprint of a credential value."""
         return hmac.new(self._key, value, hashlib.sha256).hexdigest()[:FINGERPRINT_HEX]
+
+
+def _create_key(path: Path) -> None:
+    """Write a new key whole, then link it into place: a crash never leaves half a key, and of
+    two processes creating it at once, the first link wins and both read that key."""
+    tmp = path.with_name(f".{KEY_NAME}.{secrets.token_hex(8)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            os.write(fd, secrets.token_bytes(KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror}; {HOW_TO_FIX}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def short(fingerprint: str) -> str:

@@ -1,6 +1,6 @@
 """The database file: where it lives, how it is opened, and how its schema moves forward.
 
-One SQLite file, `turret.db`, in the state directory. The connection is opened once, in
+One SQLite file, `turret.db`, in the state directory. The connections are opened once, in
 autocommit mode (`isolation_level=None`) so that every transaction is explicit: a single
 statement is its own transaction, and anything that must change several rows together runs
 inside `Database.transaction()` (`BEGIN IMMEDIATE` ... `COMMIT`).
@@ -62,8 +62,8 @@ def check_directory(directory: Path | None) -> Path:
         raise StateError(f"state directory {directory} does not exist: {HOW_TO_FIX}")
     if not directory.is_dir():
         raise StateError(f"state directory {directory} is not a directory: {HOW_TO_FIX}")
-    # os.access answers for the real uid; root passes it whatever the mode, and then the
-    # first write below is what fails (and is reported the same way).
+    # os.access answers for the real uid and sees read-only mounts; root passes it whatever the
+    # mode bits say (and can then write), so the mode is only tested for other users.
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StateError(f"state directory {directory} is not writable: {HOW_TO_FIX}")
     return directory
