@@ -69,6 +69,10 @@ class AddressRefused(TurretError, OSError):
         self.reasons = reasons
 
 
+class StateError(StartupError):
+    """The state store cannot be used; the message names the path and what to do."""
+
+
 class AuditUnavailable(TurretError):
     """An audit record could not be written; the action it describes must not happen."""
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from turret.errors import StateError
 from turret.state.approvals import Approval, Approvals
 from turret.state.control import AuditChain, ChainHead, Controls, Meta, Revocation, Seal, by_uid
 from turret.state.credentials import CredentialAge, Credentials, FingerprintKey, Observation, short
 from turret.state.db import (
     DB_NAME,
-    StateError,
     check_directory,
     open_database,
     resolve_state_dir,

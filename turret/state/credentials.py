@@ -24,7 +24,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from turret.state.db import FILE_MODE, HOW_TO_FIX, Database, StateError
+from turret.errors import StateError
+from turret.state.db import FILE_MODE, HOW_TO_FIX, Database
 
 KEY_NAME = "fingerprint.key"
 KEY_BYTES = 32

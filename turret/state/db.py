@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from turret.errors import StartupError
+from turret.errors import StateError
 
 DB_NAME = "turret.db"
 FILE_MODE = 0o600
@@ -35,10 +35,6 @@ HOW_TO_FIX = (
     "run Turret under systemd with StateDirectory=turret (it sets $STATE_DIRECTORY), "
     "or pass --state-dir DIR with a directory Turret's user can write"
 )
-
-
-class StateError(StartupError):
-    """The state store cannot be used; the message names the path and what to do."""
 
 
 def resolve_state_dir(cli: str | None, environ: Mapping[str, str]) -> Path | None:
