@@ -23,11 +23,11 @@ from bench.servers import (
     turret_argv,
     turret_config,
 )
-from turret.audit import Event
 from turret.auth import TokenIndex
 from turret.config import load_config
 from turret.paths import canonical_path
 from turret.policy import decide_proxy
+from turret.records import Event
 
 PROBE = Call("GET", PROXY_PREFIX + "/api/items/42")
 

@@ -11,10 +11,10 @@ import posixpath
 import sys
 from urllib.parse import unquote
 
-from turret.app import split_target
 from turret.errors import BadRequest
 from turret.model import Agent, ProxyGrant
 from turret.paths import canonical_path, compile_glob
+from turret.pipeline.proxy import split_target
 from turret.policy import decide_proxy
 
 AGENT = Agent(

@@ -22,12 +22,12 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
 from turret.config import load_config
 from turret.echo import encodings
 from turret.runtime import RuntimeHolder, build_runtime
+from turret.web.app import create_app
 
 CANARY_NAMES = ("gitea-token", "basic-password", "api-key", "query-key", "bot-token")
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Gateway, Upstream, assert_error, make_gateway
-from turret.audit import MAX_FIELD_CHARS, Auditor, Event, LineSink, clean
+from turret.audit import Auditor, LineSink
 from turret.errors import AuditUnavailable
+from turret.records import MAX_FIELD_CHARS, Event, clean
 
 REQUEST_FIELDS = {
     "TURRET_EVENT",

@@ -8,11 +8,11 @@ from pathlib import Path
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
 
-from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.config import load_config
 from turret.demo.__main__ import demo_upstream
 from turret.runtime import RuntimeHolder, build_runtime
+from turret.web.app import create_app
 
 
 async def test_demo_config_and_upstream_work_together(tmp_path: Path) -> None:

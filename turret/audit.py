@@ -7,7 +7,6 @@ capped in length and have control characters escaped, so they cannot forge field
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import time
@@ -15,31 +14,11 @@ from pathlib import Path
 from typing import Protocol
 
 from turret.errors import AuditUnavailable
+from turret.records import INFO, Event, Fields, clean
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-MAX_FIELD_CHARS = 512
 
 
-class Event(enum.Enum):
-    """Event types; the value is the journald MESSAGE_ID (`journalctl MESSAGE_ID=...`)."""
-
-    STARTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e01"
-    STOPPED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e02"
-    CONFIG_ERROR = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e03"
-    DECISION = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e04"
-    OUTCOME = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e05"
-    RELOADED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e06"
-    RELOAD_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e07"
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-# journald priorities
-INFO, NOTICE, WARNING, ERR = 6, 5, 4, 3
-
-Fields = dict[str, str | int | float | None]
 
 
 class Sink(Protocol):
@@ -83,16 +62,6 @@ def default_sink(audit_file: str | None) -> Sink:
     if Path(JOURNAL_SOCKET).exists():
         return JournalSink()
     return LineSink(2)
-
-
-def clean(value: object) -> str:
-    """A field value safe to record: control characters escaped, length capped."""
-    text = str(value)
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-    if len(text) > MAX_FIELD_CHARS:
-        text = text[:MAX_FIELD_CHARS] + "...[truncated]"
-    return text
 
 
 class Auditor:

@@ -33,9 +33,9 @@ from turret.authkinds import Injection
 from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout, RequestError, ServiceUnavailable
-from turret.model import Service
+from turret.model import Outbound, Service, UpstreamResponse
 from turret.runtime import Runtime
-from turret.upstream import Outbound, UpstreamResponse, forward
+from turret.upstream import forward
 
 LOGIN_PATH = "/api/v2/auth/login"
 # qBittorrent < 5.2 calls its cookie SID; 5.2 and later QBT_SID_<port>.

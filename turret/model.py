@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Union
 
+from multidict import CIMultiDict
+
 from turret.netpolicy import AddressPolicy
-from turret.paths import GlobIndex, PathGlob
+from turret.paths import CanonicalPath, GlobIndex, PathGlob
 from turret.ratelimit import AgentLimits, ServerLimits
 
 if TYPE_CHECKING:
@@ -257,3 +259,51 @@ class Group:
     capabilities: tuple[CapabilityGrant, ...] = ()
     deny: tuple[DenyRule, ...] = ()
     proxy: tuple[ProxyGrant, ...] = ()
+
+
+# --- what an agent asks for ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProxyAction:
+    """A proxied request: to `service`, `method` on the canonical `path`."""
+
+    service: str
+    method: str
+    path: CanonicalPath
+
+
+@dataclass(frozen=True)
+class CapabilityAction:
+    """A capability call with checked parameters."""
+
+    capability: Capability
+    params: Params
+
+
+Action = ProxyAction | CapabilityAction
+
+
+# --- what goes upstream and what comes back ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A checked request: canonical path, raw query, whole body, and the headers that may go
+    upstream (the caller's, filtered, or a template's; the credential is added on the way out)."""
+
+    method: str
+    path: CanonicalPath
+    query: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    """An upstream's whole answer, its headers filtered and everything redacted."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    redactions: int

@@ -1,36 +1,90 @@
-"""Policy decisions: pure functions from (agent, request) to a `Decision` value. Deny by default.
+"""Policy decisions: pure functions from (principal, action) to a `Decision` value. Deny by default.
 
 Rules come from the agent and from every group whose agent globs match it. A deny rule wins over
 every allow, in report mode too: an operator's explicit deny is never relaxed. When no rule
 allows, the answer is deny; an agent in `report` mode is allowed what its grants do not cover,
-and the decision says so, for rolling out a policy.
+and the decision says so (`REPORT`), for rolling out a policy. A request for a service that does
+not exist is denied here, in report mode too: there is nowhere to send it. What narrows a
+principal (a derived token's scope, a peer binding) is asked last and can only deny.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import enum
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
 from turret.capabilities.schema import constraint_problem
-from turret.model import Agent, Capability, CapabilityDeny, CapabilityGrant, Params, ProxyDeny
+from turret.model import (
+    Action,
+    Agent,
+    Capability,
+    CapabilityAction,
+    CapabilityDeny,
+    CapabilityGrant,
+    Params,
+    ProxyDeny,
+)
 from turret.paths import CanonicalPath
+from turret.principal import Principal
 
 _Rule = TypeVar("_Rule", CapabilityDeny, ProxyDeny)
 
 
+class Result(enum.Enum):
+    """What a decision lets happen."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    REPORT = "report"  # report mode: allowed, but enforcement would deny it
+    APPROVAL = "approval"  # held until a person approves it (human approval, a later issue)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of a policy check: whether, why, and which rule (a dotted config path).
+    """The outcome of a policy check: what it lets happen, why, and which rule (a dotted config
+    path) made it."""
 
-    `would_deny` is set when report mode allowed what enforcement would have denied.
-    """
-
-    allowed: bool
+    result: Result
     reason: str
     rule: str | None = None
-    would_deny: bool = False
+
+    @classmethod
+    def allow(cls, reason: str, rule: str | None = None) -> Decision:
+        return cls(Result.ALLOW, reason, rule)
+
+    @classmethod
+    def deny(cls, reason: str, rule: str | None = None) -> Decision:
+        return cls(Result.DENY, reason, rule)
+
+    @property
+    def allowed(self) -> bool:
+        """True if the action may go ahead now."""
+        return self.result in (Result.ALLOW, Result.REPORT)
+
+    @property
+    def would_deny(self) -> bool:
+        """True when report mode allowed what enforcement would have denied."""
+        return self.result is Result.REPORT
+
+
+def decide(principal: Principal, action: Action, services: Collection[str]) -> Decision:
+    """The decision on `action` for `principal`: the agent's rules, then every restriction."""
+    if isinstance(action, CapabilityAction):
+        decision = decide_capability(principal.agent, action.capability, action.params)
+    elif action.service not in services:
+        return Decision.deny(f"no service {action.service!r}")
+    else:
+        decision = decide_proxy(principal.agent, action.service, action.method, action.path)
+    if not decision.allowed:
+        return decision
+    for restriction in principal.restrictions:
+        refusal = restriction.refusal(action)
+        if refusal is not None:
+            return Decision.deny(refusal)
+    return decision
 
 
 def decide_proxy(agent: Agent, service: str, method: str, path: CanonicalPath) -> Decision:
@@ -42,12 +96,12 @@ def decide_proxy(agent: Agent, service: str, method: str, path: CanonicalPath) -
                 # Also on the folded reading: fullwidth "/ADMIN" is "/admin" to many upstreams.
                 if glob.covers(path):
                     reason = f"{method} {glob.pattern} on {service} denied"
-                    return Decision(False, reason, rule.rule)
+                    return Decision.deny(reason, rule.rule)
     index = agent.proxy_index.get((service, method))
     for glob, rule_path in index.matching(path) if index else ():
-        return Decision(True, f"{method} {glob.pattern} on {service} granted", rule_path)
+        return Decision.allow(f"{method} {glob.pattern} on {service} granted", rule_path)
     reason = f"no grant allows {method} {path.encoded} on {service}"
-    return _enforced(agent, Decision(False, reason))
+    return _enforced(agent, Decision.deny(reason))
 
 
 def decide_capability(agent: Agent, capability: Capability, params: Params) -> Decision:
@@ -59,14 +113,14 @@ def decide_capability(agent: Agent, capability: Capability, params: Params) -> D
     name = capability.name
     for rule in _denies(agent, CapabilityDeny):
         if fnmatchcase(name, rule.name):
-            return Decision(False, f"{name} is denied", rule.rule)
+            return Decision.deny(f"{name} is denied", rule.rule)
     refusal: Decision | None = None
     for grant in capability_grants(agent, name):
         problem = _constraint_problem(grant, params)
         if problem is None:
-            return Decision(True, f"{name} granted", grant.rule)
-        refusal = refusal or Decision(False, f"{name}: {problem} ({grant.rule})", grant.rule)
-    return _enforced(agent, refusal or Decision(False, f"no grant allows {name}"))
+            return Decision.allow(f"{name} granted", grant.rule)
+        refusal = refusal or Decision.deny(f"{name}: {problem} ({grant.rule})", grant.rule)
+    return _enforced(agent, refusal or Decision.deny(f"no grant allows {name}"))
 
 
 def denied_by_name(agent: Agent, name: str) -> bool:
@@ -102,4 +156,4 @@ def _enforced(agent: Agent, decision: Decision) -> Decision:
     """A missing grant as enforced; in report mode, an allow that records the would-be denial."""
     if decision.allowed or not agent.report:
         return decision
-    return Decision(True, f"report mode, would deny: {decision.reason}", decision.rule, True)
+    return Decision(Result.REPORT, f"report mode, would deny: {decision.reason}", decision.rule)

@@ -21,14 +21,16 @@ from pathlib import Path
 from aiohttp import web
 
 from turret import __version__
-from turret.app import STATS, create_app
-from turret.audit import ERR, Auditor, Event
+from turret.audit import Auditor
 from turret.config import read_config
 from turret.errors import AuditUnavailable, ConfigError, StartupError
 from turret.httpserver import TurretRunner
 from turret.model import Config
+from turret.records import ERR, Event
 from turret.runtime import Runtime, RuntimeHolder, build_runtime
 from turret.systemd_glue import Notifier, activated_sockets, watchdog_interval
+from turret.web.app import create_app
+from turret.web.keys import STATS
 
 log = logging.getLogger("turret")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import aiohttp
@@ -20,8 +19,7 @@ from turret.authkinds import Injection
 from turret.connector import ACCEPT_ENCODING, FramingRefused
 from turret.echo import Redactor
 from turret.errors import AddressRefused, BadGateway, GatewayTimeout
-from turret.model import Service
-from turret.paths import CanonicalPath
+from turret.model import Outbound, Service, UpstreamResponse
 
 HOP_BY_HOP = frozenset(
     {
@@ -65,24 +63,6 @@ DROP_RESPONSE = HOP_BY_HOP | {
 _CHUNK = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Outbound:
-    """A checked request: raw query, canonical path, whole body, and the caller's headers that
-    may go upstream (see `caller_headers`; the credential is added by `forward`)."""
-
-    method: str
-    path: CanonicalPath
-    query: str
-    headers: CIMultiDict[str]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class UpstreamResponse:
-    status: int
-    headers: CIMultiDict[str]
-    body: bytes
-    redactions: int
 
 
 def header_key(name: str) -> str:

@@ -25,13 +25,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import AppRunner
 
 from tests.conftest import Gateway, Upstream, record_responses, upstream_services
-from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
 from turret.config import load_config
 from turret.echo import encodings
 from turret.httpserver import TurretRunner
 from turret.runtime import RuntimeHolder, build_runtime
+from turret.web.app import create_app
 
 
 class HostsResolver(AbstractResolver):

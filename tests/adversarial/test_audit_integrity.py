@@ -7,7 +7,8 @@ import json
 import pytest
 
 from tests.adversarial.conftest import Hardened, MakeHardened, error_of
-from turret.audit import MAX_FIELD_CHARS, Auditor, LineSink
+from turret.audit import Auditor, LineSink
+from turret.records import MAX_FIELD_CHARS
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial.conftest import Hardened, MakeHardened, error_of
-from turret.app import RUNTIME
 from turret.config import load_config
 from turret.runtime import build_runtime
+from turret.web.keys import CONTEXT
 
 
 def _forged(gw: Hardened) -> dict[str, dict[str, str]]:
@@ -94,9 +94,9 @@ async def test_auth_revoked_agent_token_stops_working_on_reload(
     gw = await make_hardened()
     assert (await gw.request("GET", "/v1/proxy/gitea/api/v1/user")).status == 200
     app = gw.client.app
-    current = app[RUNTIME].current.config
+    current = app[CONTEXT].holder.current.config
     agents = {k: v for k, v in current.agents.items() if k != "opencode"}
-    app[RUNTIME].current = build_runtime(replace(current, agents=agents), str(creds_dir))
+    app[CONTEXT].holder.current = build_runtime(replace(current, agents=agents), str(creds_dir))
     resp = await gw.request("GET", "/v1/proxy/gitea/api/v1/user")
     assert resp.status == 401
     assert len(gw.upstream.received) == 1

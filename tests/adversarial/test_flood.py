@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 
 from tests.adversarial.conftest import Hardened, MakeHardened
-from turret.app import record_flood_summary
 from turret.config import load_config
 from turret.errors import ConfigError
+from turret.pipeline.request import record_flood_summary
 from turret.ratelimit import FLOOD_WINDOW, Flooded, FloodGate, FloodLimits
+from turret.web.keys import CONTEXT
 
 
 class Clock:
@@ -70,7 +71,7 @@ async def test_flood_of_bad_tokens_is_refused_and_summarised(make_hardened: Make
     assert statuses[:3] == [401, 401, 401] and set(statuses[3:]) == {429}
     app = gw.client.app
     assert app is not None
-    record_flood_summary(app, final=True)
+    record_flood_summary(app[CONTEXT], final=True)
     records = gw.audit()
     recorded_429 = [r for r in records if r.get("TURRET_STATUS") == "429" and "TURRET_PATH" in r]
     summaries = [r for r in records if "TURRET_SUPPRESSED" in r]

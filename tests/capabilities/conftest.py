@@ -21,12 +21,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.capabilities.fake_services import FakeState, room_state, start_fakes
 from tests.conftest import assert_absent, record_responses
-from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
 from turret.config import load_config
 from turret.echo import encodings
 from turret.runtime import RuntimeHolder, build_runtime
+from turret.web.app import create_app
 
 CREDENTIALS = {  # credential name -> the fake service kind that expects it
     "matrix-token": "matrix",

@@ -23,10 +23,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from tests.capabilities.conftest import CapGateway, capability_config, make_capability_gateway
-from turret.app import RUNTIME
 from turret.config import load_config
 from turret.echo import encodings
 from turret.runtime import build_runtime
+from turret.web.keys import CONTEXT
 
 ROOT = Path(__file__).resolve().parents[2]
 RELOAD_GROUP = "  mcp-reload:\n    agents: [opencode]\n    capabilities: [push.note]\n"
@@ -135,7 +135,7 @@ def reload_with_grant(gw: CapGateway, tmp_path: Path) -> None:
     """Swap Turret's runtime for one whose config also grants opencode `push.note`."""
     app = gw.client.app
     assert app is not None
-    holder = app[RUNTIME]
+    holder = app[CONTEXT].holder
     config = holder.current.config
     urls = {s.kind: s.url for s in config.services.values() if s.kind}
     text = capability_config(urls, gw.tokens, RELOAD_GROUP)

@@ -1,6 +1,7 @@
-"""Running a capability: fill in the request, send it with the credential, project the answer.
+"""A capability call as values: the request it sends, and the result its answer gives.
 
-The policy decision and its audit record come first (see `routes`); this module only acts.
+Pure: the pipeline decides and records first, the web layer sends; this module only fills in the
+request template and turns the upstream's answer into the declared result.
 """
 
 from __future__ import annotations
@@ -10,18 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from multidict import CIMultiDict
-
-from turret.audit import Fields
 from turret.capabilities.projection import needs_body, project
 from turret.capabilities.template import build_request
-from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, PayloadTooLarge, UpstreamStatus
-from turret.login import LoginSessions, send_upstream
-from turret.model import JSON, Capability, Params
-from turret.runtime import Runtime
-from turret.upstream import Outbound
+from turret.model import JSON, Capability, Outbound, Params, Service, UpstreamResponse
+from turret.records import Fields
 
 
 @dataclass(frozen=True)
@@ -52,21 +47,19 @@ def audit_fields(capability: Capability, params: Params, key: bytes) -> Fields:
     }
 
 
-async def run_capability(
-    pool: SessionPool,
-    sessions: LoginSessions,
-    runtime: Runtime,
-    capability: Capability,
-    params: Params,
-) -> CallResult:
-    """Call the capability's service with checked `params`; raise a `RequestError` on failure."""
-    service = runtime.config.services[capability.service]
-    outgoing = build_request(capability, params)
-    if len(outgoing.body) > service.max_request_bytes:
+def outbound_for(capability: Capability, params: Params, service: Service) -> Outbound:
+    """The request a call with checked `params` sends to `service`."""
+    out = build_request(capability, params)
+    if len(out.body) > service.max_request_bytes:
         raise PayloadTooLarge(f"the request would be larger than {service.max_request_bytes} bytes")
-    headers = CIMultiDict(outgoing.headers)
-    out = Outbound(outgoing.method, outgoing.path, outgoing.query, headers, outgoing.body)
-    response = await send_upstream(pool, sessions, service, runtime, out)
+    return out
+
+
+def call_result(
+    capability: Capability, out: Outbound, response: UpstreamResponse, redactor: Redactor
+) -> CallResult:
+    """What the call produced, from the upstream's answer: its status checked, its body
+    projected to the result the capability declares, and redacted; or a `RequestError`."""
     if not 200 <= response.status < 300:
         raise UpstreamStatus(f"{capability.name}: the service answered HTTP {response.status}")
     if capability.ok_text is not None and response.body.strip() != capability.ok_text.encode():
@@ -75,9 +68,9 @@ async def run_capability(
     if needs_body(capability.result):
         assert capability.result is not None  # noqa: S101 - needs_body checked it
         result = project(capability.result, _decoded(capability, response.body))
-    clean, count = redact_json(result, runtime.redactor)
+    clean, count = redact_json(result, redactor)
     return CallResult(
-        response.status, clean, len(response.body), len(outgoing.body), response.redactions + count
+        response.status, clean, len(response.body), len(out.body), response.redactions + count
     )
 
 

@@ -13,11 +13,21 @@ import json
 import re
 import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
+from multidict import CIMultiDict
+
 from turret.errors import BadRequest, UnprocessableEntity
-from turret.model import FIELD_NAME, JSON, TXN_PLACEHOLDER, Capability, Param, Params, ParamValue
+from turret.model import (
+    FIELD_NAME,
+    JSON,
+    TXN_PLACEHOLDER,
+    Capability,
+    Outbound,
+    Param,
+    Params,
+    ParamValue,
+)
 from turret.paths import CanonicalPath, canonical_path
 
 PLACEHOLDER = re.compile(r"\{(\$?[a-z][a-z0-9_]*)\}")
@@ -47,16 +57,6 @@ BODY_KINDS = ("json", "form", "multipart")
 # Where a value may land; in every place but a JSON body, CR, LF and NUL are refused.
 TEXT_PLACES = frozenset({"path", "query", "header", "form"})
 
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A filled-in request: canonical path, encoded query, headers and body bytes."""
-
-    method: str
-    path: CanonicalPath
-    query: str
-    headers: dict[str, str]
-    body: bytes
 
 
 def text_of(value: ParamValue) -> str:
@@ -165,7 +165,7 @@ def _name_problems(capability: Capability) -> list[tuple[str, str]]:
 # --- filling in ----------------------------------------------------------------------------------
 
 
-def build_request(capability: Capability, params: Params) -> Outgoing:
+def build_request(capability: Capability, params: Params) -> Outbound:
     """The request for validated `params`; raise `UnprocessableEntity` naming a bad parameter."""
     values: dict[str, ParamValue] = {**params, TXN_PLACEHOLDER: secrets.token_hex(16)}
     req = capability.request
@@ -193,7 +193,7 @@ def build_request(capability: Capability, params: Params) -> Outgoing:
         ]
         content_type, body = _encode_form(req.body_kind, fields)
         headers["Content-Type"] = content_type
-    return Outgoing(req.method, path, query, headers, body)
+    return Outbound(req.method, path, query, CIMultiDict(headers), body)
 
 
 def _fill_text(template: str, values: Mapping[str, ParamValue]) -> str | None:

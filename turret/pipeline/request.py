@@ -1,0 +1,191 @@
+"""The plain values a request flows as, and the steps every endpoint shares.
+
+`Incoming` is what the agent sent, as the web layer read it; `Reply` is what goes back; `Exchange`
+is the I/O a request may need (its body, the upstream), done by the web layer. `begin` takes the
+runtime the request uses to its end and opens its audit records; `admit` authenticates and
+charges the limits. Every refusal on the way is recorded through `RequestAudit.refused`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from turret.auth import bearer_token
+from turret.echo import Redactor, wire_bytes
+from turret.errors import CredentialInRequest, Forbidden, RequestError, Unauthorized
+from turret.exfil import TokenGuard, carries_async, find_secret_async
+from turret.model import Outbound, Service, UpstreamResponse
+from turret.principal import Peer, Principal
+from turret.ratelimit import AgentLimiter, FloodGate
+from turret.records import NOTICE, Event, Recorder, RequestAudit
+from turret.runtime import Runtime, RuntimeHolder
+from turret.scrub import Scrubber
+from turret.upstream import method_override_parameter
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A request as the agent sent it: the raw target (never a decoded copy) and its headers."""
+
+    method: str
+    target: str
+    headers: CIMultiDictProxy[str]
+    content_type: str = ""
+    content_length: int | None = None
+    request_id: str = ""
+    peer: Peer | None = None
+
+    @property
+    def path(self) -> str:
+        """The raw target without its query."""
+        return self.target.partition("?")[0]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer: a JSON document, or a proxied upstream answer (status, headers, bytes)."""
+
+    status: int
+    json: object = None  # JSON data: what json.dumps takes
+    body: bytes | None = None
+    headers: CIMultiDict[str] | None = None
+
+
+class Exchange(Protocol):
+    """The I/O a request needs; the web layer does it."""
+
+    async def body(self, limit: int, within: float) -> bytes:
+        """The request body: 413 over `limit` bytes, 408 if not in within `within` seconds."""
+
+    async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
+        """Send `out` to `service` with its credential; the whole answer, guarded."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What outlives a request: the runtime cell, the audit trail, limits, known tokens."""
+
+    holder: RuntimeHolder
+    auditor: Recorder
+    limiter: AgentLimiter
+    flood: FloodGate
+    tokens: TokenGuard
+
+
+@dataclass
+class Flow:
+    """One request on its way: its context, the runtime it started on, its audit records."""
+
+    ctx: Context
+    incoming: Incoming
+    runtime: Runtime
+    audit: RequestAudit
+
+    def guards(self) -> tuple[Redactor, ...]:
+        """What no request may carry: loaded and injected credentials, and agent tokens."""
+        return (self.runtime.redactor, self.ctx.tokens.redactor)
+
+
+def begin(ctx: Context, incoming: Incoming, path: str) -> Flow:
+    """Start a request on the current runtime, with its audit helper and the path it records."""
+    runtime = ctx.holder.current
+    sent = wire_bytes(f"{incoming.method} {incoming.target}")
+    audit = RequestAudit(
+        ctx.auditor,
+        {
+            "TURRET_REQUEST_ID": incoming.request_id,
+            "TURRET_METHOD": incoming.method,
+            "TURRET_PATH": path,
+        },
+        Scrubber(runtime.redactor, ctx.tokens, sent),
+    )
+    return Flow(ctx, incoming, runtime, audit)
+
+
+def authenticate(flow: Flow) -> Principal:
+    """The principal of the request's bearer token; `Unauthorized` (charged to the one shared
+    flood gate, since no agent answers for it) without a valid one."""
+    values = flow.incoming.headers.getall("Authorization", [])
+    # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
+    token = bearer_token(values[0]) if len(values) == 1 else None
+    agent = flow.runtime.tokens.agent_for(token) if token else None
+    if agent is None or token is None:  # (token is None implies agent is None; mypy needs both)
+        flow.ctx.flood.admit(flow.runtime.config.limits.unauthenticated)
+        raise Unauthorized("missing or invalid agent token")
+    flow.ctx.tokens.remember(token)  # from now on, no request may carry it upstream
+    flow.audit.fields["TURRET_AGENT"] = agent.name
+    return Principal(agent, peer=flow.incoming.peer)
+
+
+def admit(flow: Flow) -> Principal:
+    """Authenticate and spend one request of the agent's rate (a cheap endpoint holds no slot
+    beyond that); every refusal is recorded."""
+    try:
+        principal = authenticate(flow)
+        with flow.ctx.limiter.slot(principal.name, principal.agent.limits):
+            pass
+    except RequestError as exc:
+        flow.audit.refused(exc)
+        raise
+    return principal
+
+
+_IN_REQUEST = "request carries a credential or agent token and was not forwarded"
+
+
+async def refuse_secret_body(flow: Flow, body: bytes) -> None:
+    """Raise `CredentialInRequest` if `body` (a capability's parameters) carries a secret."""
+    if await carries_async(body, flow.guards()):
+        raise CredentialInRequest(
+            _IN_REQUEST, reason="exfiltration guard: credential material in the parameters"
+        )
+
+
+async def refuse_secrets(flow: Flow, out: Outbound) -> None:
+    """Raise `CredentialInRequest` if `out` carries a credential or an agent token, and
+    `Forbidden` if it carries a method override the upstream might obey."""
+    override = method_override_parameter(out.query, out.body, flow.incoming.content_type)
+    if override is not None:
+        raise Forbidden(
+            "method override parameters are not allowed",
+            reason=f"method override parameter {override!r} refused",
+        )
+    where = await find_secret_async(
+        flow.guards(), path=out.path.encoded, query=out.query, headers=out.headers, body=out.body
+    )
+    if where is not None:
+        raise CredentialInRequest(
+            _IN_REQUEST, reason=f"exfiltration guard: credential material in the {where}"
+        )
+
+
+def unrouted(ctx: Context, incoming: Incoming, exc: RequestError) -> RequestError:
+    """A refusal no endpoint saw (no such endpoint, wrong method, HTTP/0.9), recorded so that
+    every request has its audit record; the error to answer with (a limit may replace it)."""
+    flow = begin(ctx, incoming, incoming.path)
+    try:
+        # A valid token makes its agent pay for the refusal; none puts it on the flood gate.
+        principal = authenticate(flow)
+        with ctx.limiter.slot(principal.name, principal.agent.limits):
+            pass
+    except Unauthorized:
+        pass
+    except RequestError as over_limit:
+        exc = over_limit
+    flow.audit.refused(exc)
+    return exc
+
+
+def record_flood_summary(ctx: Context, *, final: bool = False) -> None:
+    """Record how many flood refusals got no record of their own, once their window closed."""
+    count = ctx.flood.unrecorded(final=final)
+    if count:
+        ctx.auditor.record(
+            Event.DECISION,
+            f"-: deny - {count} more requests without a valid token refused (rate limit)",
+            {"TURRET_DECISION": "deny", "TURRET_STATUS": 429, "TURRET_SUPPRESSED": count},
+            priority=NOTICE,
+        )

@@ -1,0 +1,123 @@
+"""What audit records hold: events, priorities, field values, and the records of one request.
+
+Pure: a record is written through a `Recorder` (the `Auditor` and its sink do the I/O). Values
+that came from an agent are capped in length and have control characters escaped, so they cannot
+forge fields or lines; strings a record takes from a request are scrubbed of secrets first.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from turret.errors import AuditUnavailable, RequestError
+from turret.policy import Decision
+from turret.ratelimit import Flooded
+from turret.scrub import Scrubber
+
+log = logging.getLogger("turret")
+MAX_FIELD_CHARS = 512
+
+
+class Event(enum.Enum):
+    """Event types; the value is the journald MESSAGE_ID (`journalctl MESSAGE_ID=...`)."""
+
+    STARTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e01"
+    STOPPED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e02"
+    CONFIG_ERROR = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e03"
+    DECISION = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e04"
+    OUTCOME = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e05"
+    RELOADED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e06"
+    RELOAD_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e07"
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# journald priorities
+INFO, NOTICE, WARNING, ERR = 6, 5, 4, 3
+
+Fields = dict[str, str | int | float | None]
+
+
+def clean(value: object) -> str:
+    """A field value safe to record: control characters escaped, length capped."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    if len(text) > MAX_FIELD_CHARS:
+        text = text[:MAX_FIELD_CHARS] + "...[truncated]"
+    return text
+
+
+
+class Recorder(Protocol):
+    """Writes one record, or raises `AuditUnavailable` (the `Auditor`)."""
+
+    def record(self, event: Event, message: str, fields: Fields, priority: int = INFO) -> None:
+        """Write the record; raise `AuditUnavailable` if it is lost."""
+
+
+@dataclass
+class RequestAudit:
+    """The audit records of one request; common fields are filled in as they become known."""
+
+    auditor: Recorder
+    fields: Fields
+    scrub: Scrubber
+    started: float = field(default_factory=time.monotonic)
+
+    def _record(self, event: Event, message: str, fields: Fields, priority: int = INFO) -> None:
+        scrub = self.scrub
+        clean = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        self.auditor.record(event, scrub(message), clean, priority=priority)
+
+    def refused(self, exc: RequestError) -> None:
+        """Record the refusal `exc`; of a flood, only the refusals the flood gate says to."""
+        if not isinstance(exc, Flooded) or exc.recorded:
+            self.decision(Decision.deny(exc.reason), exc.status)
+
+    def decision(self, decision: Decision, status: int | None = None) -> None:
+        self._record(
+            Event.DECISION,
+            f"{self.fields.get('TURRET_AGENT') or '-'}: {'allow' if decision.allowed else 'deny'}"
+            f" - {decision.reason}",
+            {
+                **self.fields,
+                "TURRET_DECISION": "allow" if decision.allowed else "deny",
+                "TURRET_REASON": decision.reason,
+                "TURRET_RULE": decision.rule,
+                "TURRET_REPORT": "would-deny" if decision.would_deny else None,
+                "TURRET_STATUS": status,
+            },
+            priority=INFO if decision.allowed else NOTICE,
+        )
+
+    def outcome(self, status: int, reason: str, extra: Fields) -> None:
+        ms = round((time.monotonic() - self.started) * 1000, 3)
+        self._record(
+            Event.OUTCOME,
+            f"{self.fields.get('TURRET_AGENT')}: {status} {reason}",
+            {
+                **self.fields,
+                **extra,
+                "TURRET_STATUS": status,
+                "TURRET_REASON": reason,
+                "TURRET_DURATION_MS": ms,
+            },
+        )
+
+    def outcome_of_action(self, status: int, reason: str, extra: Fields) -> None:
+        """The outcome of a request the upstream has acted on. If this record is lost the agent
+        still gets the true answer (a 503 now would invite a retry of what was done); the
+        decision record was written before anything was sent, and the loss is logged."""
+        try:
+            self.outcome(status, reason, extra)
+        except AuditUnavailable:
+            log.exception("outcome record of request %s lost", self.fields["TURRET_REQUEST_ID"])
+
+

@@ -1,0 +1,1 @@
+"""The web layer: thin aiohttp adapters of the pipeline (`create_app` in `turret.web.app`)."""

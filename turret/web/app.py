@@ -1,0 +1,65 @@
+"""The agents' application: `create_app` wires the pipeline's context, the upstream sessions and
+the routes together; everything it serves is a thin adapter of `turret.pipeline`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from aiohttp.resolver import DefaultResolver
+
+from turret.audit import Auditor
+from turret.connector import ResolverFactory, SessionPool
+from turret.exfil import TokenGuard
+from turret.httpserver import handler_args
+from turret.login import LoginSessions
+from turret.pipeline.request import Context, record_flood_summary
+from turret.ratelimit import AgentLimiter, FloodGate
+from turret.requestids import RequestIds
+from turret.runtime import RuntimeHolder
+from turret.web.capabilities import add_capability_routes
+from turret.web.keys import CONTEXT, LOGINS, REQUEST_IDS, STATS, UPSTREAMS, Stats
+from turret.web.middleware import error_middleware, no_version_banner
+from turret.web.proxy import add_proxy_routes
+
+
+def create_app(
+    holder: RuntimeHolder,
+    auditor: Auditor,
+    *,
+    resolver: ResolverFactory = DefaultResolver,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The Turret application; the upstream client sessions live as long as the app.
+
+    `resolver` makes the DNS resolver whose answers the address policy checks; `clock` drives
+    the rate limits. The server limits of the config the app starts with apply until restart.
+    """
+    app = web.Application(
+        middlewares=[error_middleware],
+        handler_args=handler_args(holder.current.config.limits),
+    )
+    app[CONTEXT] = Context(holder, auditor, AgentLimiter(clock), FloodGate(clock), TokenGuard())
+    app[STATS] = Stats()
+    app[REQUEST_IDS] = RequestIds()
+    app[LOGINS] = LoginSessions()
+    app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
+    app.cleanup_ctx.append(_flood_summary_at_exit)
+    app.on_response_prepare.append(no_version_banner)
+    add_proxy_routes(app)
+    add_capability_routes(app)
+    return app
+
+
+async def _client_sessions(app: web.Application, resolver: ResolverFactory) -> AsyncIterator[None]:
+    pool = app[UPSTREAMS] = SessionPool(resolver())
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def _flood_summary_at_exit(app: web.Application) -> AsyncIterator[None]:
+    yield
+    record_flood_summary(app[CONTEXT], final=True)

@@ -1,0 +1,28 @@
+"""Every typed key of the web layer's application and request state (`web.AppKey`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from turret.connector import SessionPool
+from turret.login import LoginSessions
+from turret.pipeline.request import Context
+from turret.requestids import RequestIds
+
+
+@dataclass
+class Stats:
+    """Counters for the status line."""
+
+    requests: int = 0
+    in_flight: int = 0
+
+
+CONTEXT = web.AppKey("context", Context)
+UPSTREAMS = web.AppKey("upstreams", SessionPool)
+LOGINS = web.AppKey("logins", LoginSessions)
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)
+STATS = web.AppKey("stats", Stats)
+REQUEST_ID = web.RequestKey("request_id", str)
