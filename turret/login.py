@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -160,7 +159,6 @@ class LoginSessions:
             return session
 
 
-LOGINS = web.AppKey("logins", LoginSessions)
 
 
 async def send_upstream(

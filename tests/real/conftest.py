@@ -29,13 +29,14 @@ from tests.real.peers import (
     qbittorrent,
     synapse,
 )
-from turret.app import create_app
 from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
 from turret.config import load_config
 from turret.echo import encodings
-from turret.login import LOGINS, LoginSessions
+from turret.login import LoginSessions
 from turret.runtime import RuntimeHolder, build_runtime
+from turret.web.app import create_app
+from turret.web.keys import LOGINS
 
 # Anything shaped like a qBittorrent session cookie, whatever its value.
 COOKIE_SHAPE = re.compile(rb"(?:\bSID|QBT_SID_[0-9]+)=")
