@@ -1,8 +1,8 @@
-"""Shared fixtures: canary credentials, a recording fake upstream, and a Turret gateway.
+"""Shared fixtures: the canaries and the leak check, a recording fake upstream, and a gateway.
 
-Every gateway built here records each response it sends and its audit trail; when the test ends
-the fixture checks that no canary credential, in any encoding the echo guard knows, appears in a
-response, an audit record or a log line.
+Every gateway is built by `tests.gateway.build_gateway` inside the `leak_check` fixture: when the
+test ends, no canary credential or agent token, in any encoding the echo guard knows, may appear
+in a response, an audit record or a log line.
 """
 
 from __future__ import annotations
@@ -11,41 +11,49 @@ import asyncio
 import gzip
 import json
 import logging
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
-from yarl import URL
+from aiohttp.test_utils import TestServer
 
-from turret.audit import Auditor, LineSink
-from turret.auth import new_token, token_sha256
-from turret.config import load_config
-from turret.echo import encodings
-from turret.runtime import RuntimeHolder, build_runtime
-from turret.web.app import create_app
-
-CANARY_NAMES = ("gitea-token", "basic-password", "api-key", "query-key", "bot-token")
+from tests.gateway import Built, Canaries, build_gateway, fields_of
+from turret.audit import Auditor
+from turret.auth import token_sha256
 
 
 @pytest.fixture(scope="session")
-def canaries() -> dict[str, str]:
-    """Credential values for this run: random, and easy to spot if they ever leak."""
-    return {name: f"CANARY-{name}-{secrets.token_hex(12)}" for name in CANARY_NAMES}
+def canary_set() -> Canaries:
+    """The one set of secrets every leak check looks for: credential canaries for this run
+    (random, and easy to spot), plus each test's agent tokens and issued values."""
+    return Canaries.random()
 
 
 @pytest.fixture
-def creds_dir(tmp_path: Path, canaries: dict[str, str]) -> Path:
+def canaries(canary_set: Canaries) -> dict[str, str]:
+    """Credential name -> canary value."""
+    return canary_set.credentials
+
+
+@pytest.fixture
+def creds_dir(tmp_path: Path, canary_set: Canaries) -> Path:
     """A directory laid out as systemd's $CREDENTIALS_DIRECTORY, holding the canaries."""
-    d = tmp_path / "credentials"
-    d.mkdir()
-    for name, value in canaries.items():
-        (d / name).write_text(value + "\n")
-    return d
+    return canary_set.write(tmp_path / "credentials")
+
+
+@pytest.fixture
+async def leak_check(
+    canary_set: Canaries, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[Canaries]:
+    """The canaries, for building gateways: when the test ends, every gateway built is closed
+    and no canary or agent token may be in its responses, audit records or log lines."""
+    caplog.set_level(logging.DEBUG)
+    canary_set.begin_test()
+    yield canary_set
+    await canary_set.close_and_check(caplog.text)
 
 
 # --- the fake upstream -------------------------------------------------------------------------
@@ -243,52 +251,21 @@ agents:
 
 
 @dataclass
-class Gateway:
-    client: TestClient[web.Request, web.Application]
+class Gateway(Built):
+    """Turret in front of the fake upstream, with the two agents' tokens."""
+
     upstream: Upstream
     token: str
     other_token: str
-    audit_path: Path
-    canaries: dict[str, str]
-    responses: list[bytes] = field(default_factory=list)
 
     def auth(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.token}"}
-
-    def url(self, raw_target: str) -> URL:
-        """An absolute URL whose path is sent exactly as written (no normalisation)."""
-        return URL(str(self.client.make_url("")).rstrip("/") + raw_target, encoded=True)
 
     async def request(self, method: str, raw_target: str, **kwargs: Any) -> ClientResponse:
         headers = {**self.auth(), **kwargs.pop("headers", {})}
         return await self.client.session.request(
             method, self.url(raw_target), headers=headers, allow_redirects=False, **kwargs
         )
-
-    def audit(self) -> list[dict[str, str]]:
-        text = self.audit_path.read_text() if self.audit_path.is_file() else ""
-        return [json.loads(line) for line in text.splitlines()]
-
-    def forbidden_forms(self) -> set[bytes]:
-        forms: set[bytes] = set()
-        for value in self.canaries.values():
-            forms |= encodings(value.encode())
-        return forms
-
-    def assert_no_leaks(self, log_text: str) -> None:
-        """No canary, in any encoding, in responses, audit records or logs."""
-        assert_absent(self.forbidden_forms(), self.audit_path, log_text, self.responses)
-
-
-def assert_absent(
-    forms: set[bytes], audit_path: Path, log_text: str, responses: list[bytes]
-) -> None:
-    """None of `forms` in the audit file, the log text or any recorded response."""
-    audit = audit_path.read_bytes() if audit_path.is_file() else b""
-    places = [("audit", audit), ("log", log_text.encode()), *(("response", r) for r in responses)]
-    for where, data in places:
-        for form in forms:
-            assert form not in data, f"secret leaked into {where}: {data[:300]!r}"
 
 
 async def assert_error(resp: ClientResponse, status: int, code: str) -> None:
@@ -303,64 +280,38 @@ async def assert_error(resp: ClientResponse, status: int, code: str) -> None:
     assert payload["error"]["request_id"] == resp.headers["X-Request-Id"]
 
 
-def record_responses(app: web.Application) -> list[bytes]:
-    """Record the head and body of every response `app` sends, for the leak check."""
-    recorded: list[bytes] = []
-
-    async def record(_: web.Request, response: web.StreamResponse) -> None:
-        head = "".join(f"{k}: {v}\n" for k, v in response.headers.items()).encode()
-        body = response.body if isinstance(response, web.Response) else b""
-        recorded.append(head + (body if isinstance(body, bytes) else b""))
-
-    app.on_response_prepare.append(record)
-    return recorded
-
-
 async def make_gateway(
     upstream: Upstream,
     *,
-    creds_dir: Path,
-    canaries: dict[str, str],
+    creds: Canaries,
     tmp_path: Path,
     extra: str = "",
     audit_path: Path | None = None,
     auditor: Auditor | None = None,
 ) -> Gateway:
-    token, other = new_token(), new_token()
-    config = load_config(config_text(upstream.url, token, other, extra))
-    runtime = build_runtime(config, str(creds_dir))
-    audit_path = audit_path or tmp_path / "audit.jsonl"
-    auditor = auditor or Auditor(LineSink.open(str(audit_path)))
-    app = create_app(RuntimeHolder(runtime), auditor)
-    recorded = record_responses(app)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    return Gateway(client, upstream, token, other, audit_path, canaries, recorded)
+    """A gateway over `config_text` (built inside the `leak_check` fixture, which checks it)."""
+    token, other = creds.mint(), creds.mint()
+    built = await build_gateway(
+        config_text(upstream.url, token, other, extra),
+        creds=creds,
+        audit_path=audit_path or tmp_path / "audit.jsonl",
+        credentials_dir=creds.write(tmp_path / "credentials"),
+        auditor=auditor,
+    )
+    return Gateway(**fields_of(built), upstream=upstream, token=token, other_token=other)
 
 
 @pytest.fixture
-async def gateway(
-    upstream: Upstream,
-    creds_dir: Path,
-    canaries: dict[str, str],
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> AsyncIterator[Gateway]:
+async def gateway(upstream: Upstream, leak_check: Canaries, tmp_path: Path) -> Gateway:
     """A Turret app on loopback in front of the fake upstream, checked for leaks afterwards."""
-    caplog.set_level(logging.DEBUG)
-    gw = await make_gateway(upstream, creds_dir=creds_dir, canaries=canaries, tmp_path=tmp_path)
-    yield gw
-    await gw.client.close()
-    gw.assert_no_leaks(caplog.text)
+    return await make_gateway(upstream, creds=leak_check, tmp_path=tmp_path)
 
 
 @pytest.fixture
-def no_leaks_in(canaries: dict[str, str]) -> Iterator[Callable[[str], None]]:
+def no_leaks_in(canary_set: Canaries) -> Callable[[str], None]:
     """A checker for text produced outside a gateway (CLI output, files)."""
 
     def check(text: str) -> None:
-        for value in canaries.values():
-            for form in encodings(value.encode()):
-                assert form.decode("latin-1") not in text
+        canary_set.assert_absent([("text", text)])
 
-    yield check
+    return check

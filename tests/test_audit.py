@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Gateway, Upstream, assert_error, make_gateway
+from tests.gateway import Canaries
 from turret.audit import Auditor, LineSink
 from turret.errors import AuditUnavailable
 from turret.records import MAX_FIELD_CHARS, Event, clean
@@ -80,24 +81,16 @@ async def test_audit_agent_strings_are_capped(gateway: Gateway) -> None:
 
 
 async def test_audit_failure_refuses_with_503_and_forwards_nothing(
-    upstream: Upstream, creds_dir: Path, canaries: dict[str, str], tmp_path: Path
+    upstream: Upstream, leak_check: Canaries, tmp_path: Path
 ) -> None:
     gw = await make_gateway(
-        upstream,
-        creds_dir=creds_dir,
-        canaries=canaries,
-        tmp_path=tmp_path,
-        audit_path=Path("/dev/full"),
+        upstream, creds=leak_check, tmp_path=tmp_path, audit_path=Path("/dev/full")
     )
-    try:
-        resp = await gw.request("GET", "/v1/proxy/gitea/api/v1/user")
-        await assert_error(resp, 503, "unavailable")
-        assert upstream.received == []
-        whoami = await gw.client.get("/v1/whoami", headers=gw.auth())
-        assert whoami.status == 503
-    finally:
-        await gw.client.close()
-    gw.assert_no_leaks("")
+    resp = await gw.request("GET", "/v1/proxy/gitea/api/v1/user")
+    await assert_error(resp, 503, "unavailable")
+    assert upstream.received == []
+    whoami = await gw.client.get("/v1/whoami", headers=gw.auth())
+    assert whoami.status == 503
 
 
 @pytest.mark.parametrize(
@@ -120,8 +113,7 @@ async def test_audit_records_refusals_no_handler_saw(
 
 async def test_audit_lost_outcome_still_returns_the_true_answer(
     upstream: Upstream,
-    creds_dir: Path,
-    canaries: dict[str, str],
+    leak_check: Canaries,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -129,11 +121,7 @@ async def test_audit_lost_outcome_still_returns_the_true_answer(
     would be a lie that invites a retry: the agent gets the upstream's answer."""
     read_end, write_end = os.pipe()
     gw = await make_gateway(
-        upstream,
-        creds_dir=creds_dir,
-        canaries=canaries,
-        tmp_path=tmp_path,
-        auditor=Auditor(LineSink(write_end)),
+        upstream, creds=leak_check, tmp_path=tmp_path, auditor=Auditor(LineSink(write_end))
     )
     try:
         upstream.on_request = lambda: os.close(read_end)  # the reader goes away mid-request
@@ -144,4 +132,3 @@ async def test_audit_lost_outcome_still_returns_the_true_answer(
         await gw.client.close()
         os.close(write_end)
     assert "outcome record of request" in caplog.text
-    gw.assert_no_leaks(caplog.text)

@@ -1,37 +1,29 @@
 """Fixtures for the adversarial suite: a hardened gateway, raw sockets, hostile upstreams.
 
 The gateway here runs behind `TurretRunner` (the connection cap) with the limits the test asks
-for, and its leak check also covers the agents' own tokens. Name resolution goes through a real
-aiohttp resolver over a local hosts table (`HostsResolver`), so DNS answers, including hostile
-ones, are under the test's control without touching real DNS.
+for; like every gateway, it is built by `tests.gateway.build_gateway` and leak-checked. Name
+resolution goes through a real aiohttp resolver over a local hosts table (`HostsResolver`), so
+DNS answers, including hostile ones, are under the test's control without touching real DNS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import AppRunner
 
-from tests.conftest import Gateway, Upstream, record_responses, upstream_services
-from turret.audit import Auditor, LineSink
-from turret.auth import new_token, token_sha256
-from turret.config import load_config
-from turret.echo import encodings
-from turret.httpserver import TurretRunner
-from turret.runtime import RuntimeHolder, build_runtime
-from turret.web.app import create_app
+from tests.conftest import Gateway, Upstream, upstream_services
+from tests.gateway import Canaries, build_gateway, fields_of
+from turret.audit import Auditor
+from turret.auth import token_sha256
 
 
 class HostsResolver(AbstractResolver):
@@ -63,19 +55,6 @@ class HostsResolver(AbstractResolver):
 
     async def close(self) -> None:
         """Nothing to release."""
-
-
-class TurretTestServer(TestServer):
-    """A test server run by Turret's own runner, so the connection cap is in force."""
-
-    def __init__(self, app: web.Application, *, max_connections: int) -> None:
-        super().__init__(app, host="127.0.0.1")
-        self._max_connections = max_connections
-
-    async def _make_runner(self, **kwargs: Any) -> AppRunner:
-        # As in production (turret.server): no access log, which would record raw targets.
-        kwargs["access_log"] = None
-        return TurretRunner(self.app, max_connections=self._max_connections, **kwargs)
 
 
 def hardened_config(
@@ -129,22 +108,16 @@ agents:
 
 @dataclass
 class Hardened(Gateway):
-    """A `Gateway` with the agents' tokens and the resolver it was built with."""
+    """A `Gateway` behind the connection cap, with the resolver it was built with."""
 
-    resolver: HostsResolver = field(default_factory=lambda: HostsResolver({}))
-    max_connections: int = 512
+    resolver: HostsResolver
+    max_connections: int
 
     @property
     def port(self) -> int:
         port = self.client.server.port
         assert port is not None
         return port
-
-    def forbidden_forms(self) -> set[bytes]:
-        forms = super().forbidden_forms()
-        for token in (self.token, self.other_token):
-            forms |= encodings(token.encode())
-        return forms
 
     async def raw(self, data: bytes, *, read_for: float = 5.0) -> tuple[bytes, bool]:
         """Send raw bytes; return what came back and whether the server closed the connection."""
@@ -186,15 +159,8 @@ MakeHardened = Callable[..., Awaitable[Hardened]]
 
 
 @pytest.fixture
-async def make_hardened(
-    upstream: Upstream,
-    creds_dir: Path,
-    canaries: dict[str, str],
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> AsyncIterator[MakeHardened]:
+async def make_hardened(upstream: Upstream, leak_check: Canaries, tmp_path: Path) -> MakeHardened:
     """Build hardened gateways on demand; each is closed and leak-checked at the end."""
-    caplog.set_level(logging.DEBUG)
     built: list[Hardened] = []
 
     async def make(
@@ -206,29 +172,29 @@ async def make_hardened(
         auditor: Auditor | None = None,
         **sections: str,
     ) -> Hardened:
-        tokens = (new_token(), new_token())
-        config = load_config(hardened_config(upstream.url, tokens, **sections))
-        runtime = build_runtime(config, str(creds_dir))
+        tokens = (leak_check.mint(), leak_check.mint())
         resolver = HostsResolver(hosts or {})
-        path = audit_path or tmp_path / f"audit{len(built)}.jsonl"
-        app = create_app(
-            RuntimeHolder(runtime),
-            auditor or Auditor(LineSink.open(str(path))),
+        base = await build_gateway(
+            hardened_config(upstream.url, tokens, **sections),
+            creds=leak_check,
+            audit_path=audit_path or tmp_path / f"audit{len(built)}.jsonl",
+            credentials_dir=leak_check.write(tmp_path / "credentials"),
             resolver=DefaultResolver if real_dns else lambda: resolver,
+            max_connections=max_connections,
+            auditor=auditor,
         )
-        recorded = record_responses(app)
-        client = TestClient(TurretTestServer(app, max_connections=max_connections))
-        await client.start_server()
         gw = Hardened(
-            client, upstream, *tokens, path, canaries, recorded, resolver, max_connections
+            **fields_of(base),
+            upstream=upstream,
+            token=tokens[0],
+            other_token=tokens[1],
+            resolver=resolver,
+            max_connections=max_connections,
         )
         built.append(gw)
         return gw
 
-    yield make
-    for gw in built:
-        await gw.client.close()
-        gw.assert_no_leaks(caplog.text)
+    return make
 
 
 @pytest.fixture

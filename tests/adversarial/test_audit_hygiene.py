@@ -10,7 +10,6 @@ both) and searched for the plain secret: a field replaced in part would still gi
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from yarl import URL
 from tests.adversarial.conftest import Hardened
 from tests.adversarial.test_oracle import JSON_FORMS
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from tests.gateway import Canaries
 from turret.auth import new_token
 
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
@@ -106,19 +106,15 @@ NOTES_GROUP = """\
 
 
 @pytest.fixture
-async def capgw(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[CapGateway]:
+async def capgw(tmp_path: Path, leak_check: Canaries) -> AsyncIterator[CapGateway]:
     """The capability gateway, with a logged free-text parameter granted (push.note.text)."""
-    caplog.set_level(logging.DEBUG)
-    caplog.set_level(logging.CRITICAL, logger="aiohttp.access")  # Turret runs without one
-    gateway, servers = await make_capability_gateway(tmp_path, extra=NOTES_GROUP)
+    gateway, servers = await make_capability_gateway(tmp_path, creds=leak_check, extra=NOTES_GROUP)
     for agent in gateway.tokens:
         await gateway.client.get("/v1/whoami", headers=gateway.auth(agent))
     yield gateway
     await gateway.client.close()
     for server in servers:
         await server.close()
-    gateway.canaries = {**gateway.canaries, **{f"token:{a}": t for a, t in gateway.tokens.items()}}
-    gateway.assert_no_leaks(caplog.text)
 
 
 def _calls(value: str) -> list[tuple[str, str]]:

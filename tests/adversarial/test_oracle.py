@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from yarl import URL
 
 from tests.adversarial.conftest import Hardened
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from tests.gateway import Canaries
 from turret.auth import new_token
 
 Encode = Callable[[str], str]
@@ -135,20 +135,15 @@ async def test_oracle_denied_proxy_request_answers_the_same_whatever_it_carries(
 
 
 @pytest.fixture
-async def capgw(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[CapGateway]:
-    """The capability gateway, its leak check also covering the agents' tokens."""
-    caplog.set_level(logging.DEBUG)
-    # Turret serves with no access log (turret.server); the test server's would log raw targets.
-    caplog.set_level(logging.CRITICAL, logger="aiohttp.access")
-    gateway, servers = await make_capability_gateway(tmp_path)
+async def capgw(tmp_path: Path, leak_check: Canaries) -> AsyncIterator[CapGateway]:
+    """The capability gateway, every agent's token known to Turret."""
+    gateway, servers = await make_capability_gateway(tmp_path, creds=leak_check)
     for agent in gateway.tokens:  # every agent's token is now known to Turret
         await gateway.client.get("/v1/whoami", headers=gateway.auth(agent))
     yield gateway
     await gateway.client.close()
     for server in servers:
         await server.close()
-    gateway.canaries = {**gateway.canaries, **{f"token:{a}": t for a, t in gateway.tokens.items()}}
-    gateway.assert_no_leaks(caplog.text)
 
 
 def _cap_secrets(gw: CapGateway) -> dict[str, str]:

@@ -1,32 +1,25 @@
 """A Turret gateway in front of the catalog's fake services, checked for leaks afterwards.
 
-Credentials are canaries; so is every qBittorrent session cookie the fake issues. When a test
-ends, none of them, in any encoding the echo guard knows, may be in a response, an audit record
-or a log line.
+Credentials are the run's canaries; every agent token and every qBittorrent session cookie the
+fake issues joins them. When a test ends, none of them, in any encoding the echo guard knows, may
+be in a response, an audit record or a log line.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestServer
 
 from tests.capabilities.fake_services import FakeState, room_state, start_fakes
-from tests.conftest import assert_absent, record_responses
-from turret.audit import Auditor, LineSink
-from turret.auth import new_token, token_sha256
-from turret.config import load_config
-from turret.echo import encodings
-from turret.runtime import RuntimeHolder, build_runtime
-from turret.web.app import create_app
+from tests.gateway import Built, Canaries, build_gateway, fields_of
+from turret.auth import token_sha256
 
 CREDENTIALS = {  # credential name -> the fake service kind that expects it
     "matrix-token": "matrix",
@@ -139,15 +132,11 @@ groups:
 
 
 @dataclass
-class CapGateway:
+class CapGateway(Built):
     """Turret in front of the fakes; `call` and `explain` speak the capability API."""
 
-    client: TestClient[web.Request, web.Application]
     fakes: FakeState
     tokens: dict[str, str]
-    audit_path: Path
-    canaries: dict[str, str]
-    responses: list[bytes] = field(default_factory=list)
 
     def auth(self, agent: str = "opencode") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[agent]}"}
@@ -163,58 +152,41 @@ class CapGateway:
     async def explain(self, body: Any, agent: str = "opencode") -> ClientResponse:
         return await self.client.post("/v1/explain", json=body, headers=self.auth(agent))
 
-    def audit(self) -> list[dict[str, str]]:
-        text = self.audit_path.read_text() if self.audit_path.exists() else ""
-        return [json.loads(line) for line in text.splitlines()]
-
-    def assert_no_leaks(self, log_text: str) -> None:
-        forms: set[bytes] = set()
-        for value in [*self.canaries.values(), *self.fakes.issued]:
-            forms |= encodings(value.encode())
-        assert_absent(forms, self.audit_path, log_text, self.responses)
-
 
 async def make_capability_gateway(
     tmp_path: Path,
     *,
+    creds: Canaries,
     extra: str = "",
     sid_cookie: str = "SID",
     audit_path: Path | None = None,
     qbit_magnet: str = "{}",
 ) -> tuple[CapGateway, list[TestServer]]:
-    """The gateway and the fake servers it talks to (the caller closes both)."""
-    canaries = {name: f"CANARY-{name}-{secrets.token_hex(12)}" for name in CREDENTIALS}
-    creds = tmp_path / "credentials"
-    creds.mkdir()
-    for name, value in canaries.items():
-        (creds / name).write_text(value + "\n")
-    state = FakeState({kind: canaries[n] for n, kind in CREDENTIALS.items() if kind})
+    """The gateway and the fake servers it talks to (the caller closes the servers; the
+    `leak_check` fixture closes and checks the gateway)."""
+    state = FakeState({kind: creds.credentials[n] for n, kind in CREDENTIALS.items() if kind})
     state.sid_cookie = sid_cookie
+    creds.watch(state.issued)
     for room in ("!ops:example.org", V12_ROOM):
         state.messages[room] = room_state(room)
     servers = await start_fakes(state)
     urls = {kind: str(s.make_url("")).rstrip("/") for kind, s in servers.items()}
-    tokens = {agent: new_token() for agent in AGENTS}
-    config = load_config(capability_config(urls, tokens, extra, qbit_magnet))
-    audit_path = audit_path or tmp_path / "audit.jsonl"
-    app = create_app(
-        RuntimeHolder(build_runtime(config, str(creds))),
-        Auditor(LineSink.open(str(audit_path))),
+    tokens = {agent: creds.mint() for agent in AGENTS}
+    built = await build_gateway(
+        capability_config(urls, tokens, extra, qbit_magnet),
+        creds=creds,
+        audit_path=audit_path or tmp_path / "audit.jsonl",
+        credentials_dir=creds.write(tmp_path / "credentials"),
     )
-    recorded = record_responses(app)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    gateway = CapGateway(client, state, tokens, audit_path, canaries, recorded)
+    gateway = CapGateway(**fields_of(built), fakes=state, tokens=tokens)
     return gateway, list(servers.values())
 
 
 @pytest.fixture
-async def capgw(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[CapGateway]:
+async def capgw(tmp_path: Path, leak_check: Canaries) -> AsyncIterator[CapGateway]:
     """A gateway in front of all six fake services, checked for leaks when the test ends."""
-    caplog.set_level(logging.DEBUG)
-    gateway, servers = await make_capability_gateway(tmp_path)
+    gateway, servers = await make_capability_gateway(tmp_path, creds=leak_check)
     yield gateway
     await gateway.client.close()
     for server in servers:
         await server.close()
-    gateway.assert_no_leaks(caplog.text)

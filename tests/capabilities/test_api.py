@@ -13,6 +13,7 @@ from yarl import URL
 
 from tests.capabilities.conftest import V12_ROOM, CapGateway, make_capability_gateway
 from tests.conftest import assert_error
+from tests.gateway import Canaries
 
 ROOM = "!ops:example.org"
 
@@ -285,9 +286,13 @@ async def test_audit_logs_params_the_capability_lists(capgw: CapGateway) -> None
     assert json.loads(decision["TURRET_PARAMS"]) == {"index": 4, "repo": "notes"}
 
 
-async def test_audit_failure_is_503_and_nothing_is_sent(tmp_path: Path) -> None:
+async def test_audit_failure_is_503_and_nothing_is_sent(
+    tmp_path: Path, leak_check: Canaries
+) -> None:
     # /dev/full refuses every write with ENOSPC: a real audit failure.
-    gw, servers = await make_capability_gateway(tmp_path, audit_path=Path("/dev/full"))
+    gw, servers = await make_capability_gateway(
+        tmp_path, creds=leak_check, audit_path=Path("/dev/full")
+    )
     try:
         resp = await gw.call("pve.pct_status", {"ctid": 101})
         assert resp.status == 503

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.capabilities.conftest import CapGateway, make_capability_gateway
+from tests.gateway import Canaries
 from turret.authkinds import BearerAuth
 from turret.capabilities.catalog import KINDS, catalog_capabilities
 from turret.capabilities.template import template_problems
@@ -67,9 +68,9 @@ async def test_matrix_upstream_refusal_is_upstream_status(capgw: CapGateway) -> 
 
 @pytest.mark.parametrize("cookie_name", ["SID", "QBT_SID_8080"])
 async def test_qbittorrent_logs_in_once_and_keeps_the_cookie(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, cookie_name: str
+    tmp_path: Path, leak_check: Canaries, cookie_name: str
 ) -> None:
-    gw, servers = await make_capability_gateway(tmp_path, sid_cookie=cookie_name)
+    gw, servers = await make_capability_gateway(tmp_path, creds=leak_check, sid_cookie=cookie_name)
     try:
         for _ in range(3):
             resp = await gw.call(
@@ -88,7 +89,6 @@ async def test_qbittorrent_logs_in_once_and_keeps_the_cookie(
         await gw.client.close()
         for server in servers:
             await server.close()
-    gw.assert_no_leaks(caplog.text)
 
 
 async def test_qbittorrent_add_torrent_then_list(capgw: CapGateway) -> None:

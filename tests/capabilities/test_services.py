@@ -11,6 +11,7 @@ import pytest
 
 from tests.capabilities.conftest import V12_ROOM, CapGateway, make_capability_gateway
 from tests.capabilities.test_config import BASE, _issues
+from tests.gateway import Canaries
 from turret.capabilities.catalog.matrix import ROOM_ID
 from turret.capabilities.magnet import magnet_problem, pattern
 from turret.config import load_config
@@ -192,9 +193,11 @@ async def test_qbittorrent_add_torrent_refuses_magnet_addresses(
 
 
 async def test_qbittorrent_trackers_option_allows_listed_trackers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, leak_check: Canaries
 ) -> None:
-    gw, servers = await make_capability_gateway(tmp_path, qbit_magnet=f"{{trackers: [{TRACKER}]}}")
+    gw, servers = await make_capability_gateway(
+        tmp_path, creds=leak_check, qbit_magnet=f"{{trackers: [{TRACKER}]}}"
+    )
     try:
         params = {"magnet": f"{MAGNET}&tr={TRACKER}", "category": "linux-isos"}
         ok = await gw.call("qbit.add_torrent", params, agent="ops/alice")
@@ -206,7 +209,6 @@ async def test_qbittorrent_trackers_option_allows_listed_trackers(
         await gw.client.close()
         for server in servers:
             await server.close()
-    gw.assert_no_leaks(caplog.text)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ recorded MCP message or in the bridge's stderr, and the gateway passes its own l
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -23,8 +22,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from tests.capabilities.conftest import CapGateway, capability_config, make_capability_gateway
+from tests.gateway import Canaries
 from turret.config import load_config
-from turret.echo import encodings
 from turret.runtime import build_runtime
 from turret.web.keys import CONTEXT
 
@@ -149,24 +148,17 @@ def assert_clean(gw: CapGateway, rec: Recorder) -> None:
 
 def assert_no_secrets(gw: CapGateway, texts: list[str]) -> None:
     """No credential, issued cookie or agent token, in any encoding, in any of `texts`."""
-    forms: set[bytes] = set()
-    for value in [*gw.canaries.values(), *gw.fakes.issued, *gw.tokens.values()]:
-        forms |= encodings(value.encode())
-    for text in texts:
-        for form in forms:
-            assert form.decode("latin-1") not in text, f"leaked: {text[:300]}"
+    gw.creds.assert_absent(("MCP text", text) for text in texts)
 
 
 @pytest.fixture
-async def mcpgw(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[CapGateway]:
+async def mcpgw(tmp_path: Path, leak_check: Canaries) -> AsyncIterator[CapGateway]:
     """The capability gateway, checked for leaks when the test ends."""
-    caplog.set_level(logging.DEBUG)
-    gateway, servers = await make_capability_gateway(tmp_path)
+    gateway, servers = await make_capability_gateway(tmp_path, creds=leak_check)
     yield gateway
     await gateway.client.close()
     for server in servers:
         await server.close()
-    gateway.assert_no_leaks(caplog.text)
 
 
 @pytest.fixture
@@ -176,4 +168,3 @@ def rec(mcpgw: CapGateway) -> Iterator[Recorder]:
     yield recorder
     assert_clean(mcpgw, recorder)
     recorder.stderr.close()
-
