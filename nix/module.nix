@@ -302,7 +302,7 @@ in
       wantedBy = [ "sockets.target" ];
       listenStreams = map turretLib.listenStream cfg.settings.listen;
       socketConfig = {
-        FileDescriptorName = "turret";
+        FileDescriptorName = "agents";
         SocketUser = cfg.socketUser;
         SocketGroup = cfg.socketGroup;
         SocketMode = cfg.socketMode;

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -185,3 +187,54 @@ def test_cli_serve_refuses_bad_config(tmp_path: Path) -> None:
     result = turret("serve", "--config", str(config), "--audit-file", str(tmp_path / "a.jsonl"))
     assert result.returncode == 78
     assert "services.g" in result.stderr
+
+
+def newer_schema(state: Path) -> None:
+    state.mkdir()
+    with contextlib.closing(sqlite3.connect(state / "turret.db")) as db:
+        db.execute("PRAGMA user_version = 999")
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda state: None, "does not exist"),
+        (lambda state: state.write_text("not a directory"), "is not a directory"),
+        (newer_schema, "newer"),
+    ],
+    ids=["missing", "a-file", "newer-schema"],
+)
+def test_cli_serve_refuses_an_unusable_state_dir(
+    tmp_path: Path, creds_dir: Path, make: Callable[[Path], None], says: str
+) -> None:
+    (creds_dir / "bot-token").write_text("x")
+    config = tmp_path / "turret.yaml"
+    config.write_text('listen: ["127.0.0.1:1"]\n' + GOOD)
+    audit, state = tmp_path / "audit.jsonl", tmp_path / "state"
+    make(state)
+    result = turret(
+        "serve", "--config", str(config), "--credentials-dir", str(creds_dir),
+        "--audit-file", str(audit), "--state-dir", str(state),
+    )  # fmt: skip
+    assert result.returncode == 78
+    assert result.stderr.startswith("turret: refusing to start:\n")
+    assert str(state) in result.stderr and says in result.stderr
+    (record,) = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert record["TURRET_EVENT"] == "config_error"
+    assert record["MESSAGE"] == "refusing to start: unusable state directory"
+    assert str(state) in record["TURRET_REASON"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write whatever the mode bits say")
+def test_cli_serve_refuses_a_state_dir_it_cannot_write(tmp_path: Path, creds_dir: Path) -> None:
+    (creds_dir / "bot-token").write_text("x")
+    config = tmp_path / "turret.yaml"
+    config.write_text('listen: ["127.0.0.1:1"]\n' + GOOD)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o500)
+    result = turret(
+        "serve", "--config", str(config), "--credentials-dir", str(creds_dir),
+        "--audit-file", str(tmp_path / "a.jsonl"), "--state-dir", str(state),
+    )  # fmt: skip
+    assert result.returncode == 78
+    assert f"state directory {state} is not writable" in result.stderr

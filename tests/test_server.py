@@ -123,6 +123,7 @@ class Turret:
     proc: asyncio.subprocess.Process | None = None
     grants: tuple[str, ...] = ("/ping", "/slow")
     shutdown_timeout: float = 10
+    state_dir: Path | None = None
 
     @property
     def config(self) -> Path:
@@ -148,7 +149,9 @@ class Turret:
 
     async def start(self, *args: str, env: dict[str, str] | None = None) -> None:
         inherited = {
-            k: v for k, v in os.environ.items() if not k.startswith(("WATCHDOG_", "LISTEN_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("WATCHDOG_", "LISTEN_", "STATE_DIRECTORY"))
         }
         environ = {**inherited, "NOTIFY_SOCKET": str(self.notify.path), **(env or {})}
         command = [sys.executable, "-m", "turret", "serve", *self.serve_args()]
@@ -167,6 +170,7 @@ class Turret:
             str(self.dir / "audit.jsonl"),
             "--shutdown-timeout",
             str(self.shutdown_timeout),
+            *(["--state-dir", str(self.state_dir)] if self.state_dir else []),
         ]
 
     def signal(self, sig: signal.Signals) -> None:
@@ -368,7 +372,9 @@ def free_port() -> int:
 
 
 @pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate not found")
-async def test_serve_socket_activated_on_tcp_and_unix_ignores_listen(turret: Turret) -> None:
+async def test_serve_socket_activated_on_tcp_and_unix_both_named_agents_ignores_listen(
+    turret: Turret,
+) -> None:
     assert ACTIVATE is not None
     port, unused = free_port(), free_port()
     turret.write_config(listen=f"127.0.0.1:{unused}")
@@ -379,7 +385,7 @@ async def test_serve_socket_activated_on_tcp_and_unix_ignores_listen(turret: Tur
         f"127.0.0.1:{port}",
         "-l",
         agents,
-        "--fdname=tcp:agents",
+        "--fdname=agents:agents",
         f"--setenv=NOTIFY_SOCKET={turret.notify.path}",
     )
     await eventually(lambda: Path(agents).exists())
@@ -395,3 +401,69 @@ async def test_serve_socket_activated_on_tcp_and_unix_ignores_listen(turret: Tur
         await get("/v1/proxy/api/ping", url=f"http://127.0.0.1:{unused}")
     turret.signal(signal.SIGTERM)
     assert await turret.exit_code() == 0
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate not found")
+@pytest.mark.parametrize(
+    ("fdnames", "stranger"),
+    [
+        (["--fdname=turret.socket:turret.socket"], "turret.socket"),  # systemd's default name
+        ([], "unknown"),  # no LISTEN_FDNAMES at all
+        (["--fdname=agents:admin"], "admin"),  # one stranger refuses the agents' socket too
+    ],
+)
+async def test_serve_socket_activated_under_an_unknown_name_refuses_to_start(
+    turret: Turret, fdnames: list[str], stranger: str
+) -> None:
+    assert ACTIVATE is not None
+    port, agents = free_port(), str(turret.dir / "agents.sock")
+    await turret.start(
+        ACTIVATE, "-l", f"127.0.0.1:{port}", "-l", agents, *fdnames,
+        f"--setenv=NOTIFY_SOCKET={turret.notify.path}",
+    )  # fmt: skip
+    await eventually(lambda: Path(agents).exists())
+    # The first connection starts Turret, which refuses before it answers anything.
+    with pytest.raises(aiohttp.ClientError):
+        await get("/v1/proxy/api/ping", url=f"http://127.0.0.1:{port}")
+    assert await turret.exit_code() == 78
+    assert not any("READY=1" in lines for lines in turret.notify.drain())
+    stderr = (turret.dir / "stderr").read_text()
+    assert f"is named {stranger!r}" in stderr
+    assert "FileDescriptorName= must be one of: agents" in stderr
+    (record,) = turret.audit()
+    assert record["TURRET_EVENT"] == "config_error"
+    assert record["MESSAGE"] == "refusing to start: cannot listen"
+    assert f"is named {stranger!r}" in record["TURRET_REASON"]
+
+
+@pytest.mark.parametrize("given_by", ["--state-dir", "STATE_DIRECTORY"])
+async def test_serve_opens_the_state_store_and_closes_it_on_stop(
+    turret: Turret, given_by: str
+) -> None:
+    state = turret.dir / "state"
+    state.mkdir(mode=0o700)
+    if given_by == "--state-dir":
+        turret.state_dir = state
+        await started(turret)
+    else:
+        # systemd's StateDirectory= sets a list; Turret's directory is the first.
+        await started(turret, env={"STATE_DIRECTORY": f"{state}:{turret.dir / 'other'}"})
+    assert oct((state / "turret.db").stat().st_mode & 0o777) == "0o600"
+    assert (state / "turret.db-wal").exists()  # open, in WAL mode
+    assert await get("/v1/proxy/api/ping", unix=turret.sock) == (200, {"credential": "v1"})
+    turret.signal(signal.SIGTERM)
+    assert await turret.exit_code() == 0
+    # Closed: the last connection out folds the WAL back into the database and removes it.
+    assert sorted(p.name for p in state.iterdir()) == ["fingerprint.key", "turret.db"]
+    for path in state.iterdir():
+        for canary in CANARIES:
+            assert canary.encode() not in path.read_bytes()
+    assert "no state directory configured" not in (turret.dir / "stderr").read_text()
+
+
+async def test_serve_without_a_state_directory_runs_and_says_so_once(turret: Turret) -> None:
+    await started(turret)
+    assert await get("/v1/proxy/api/ping", unix=turret.sock) == (200, {"credential": "v1"})
+    turret.signal(signal.SIGTERM)
+    assert await turret.exit_code() == 0
+    assert (turret.dir / "stderr").read_text().count("no state directory configured") == 1

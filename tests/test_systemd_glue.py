@@ -8,12 +8,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from turret.systemd_glue import Notifier, activated_sockets, monotonic_usec, watchdog_interval
+from turret.errors import StartupError
+from turret.systemd_glue import (
+    ActivatedSocket,
+    Notifier,
+    activated_sockets,
+    by_name,
+    monotonic_usec,
+    watchdog_interval,
+)
 
 
 @pytest.fixture
@@ -160,3 +168,54 @@ def test_activated_sockets_refuses_a_datagram_socket(tmp_path: Path) -> None:
     )
     assert out.startswith("refused: passed descriptor 3")
     assert os.path.exists(path)  # noqa: PTH110
+
+
+@pytest.fixture
+def listening() -> Iterator[Callable[[str], ActivatedSocket]]:
+    """Real listening sockets on loopback, each under the FileDescriptorName= given."""
+    made: list[socket.socket] = []
+
+    def make(name: str) -> ActivatedSocket:
+        sock = socket.socket()
+        made.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        return ActivatedSocket(name, sock)
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
+def test_by_name_groups_the_sockets_of_each_known_name_in_order(
+    listening: Callable[[str], ActivatedSocket],
+) -> None:
+    tcp, unix, admin = listening("agents"), listening("agents"), listening("admin")
+    grouped = by_name([tcp, unix, admin], {"agents", "admin"})
+    assert grouped == {"agents": [tcp.sock, unix.sock], "admin": [admin.sock]}
+    assert by_name([], {"agents"}) == {}
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["turret.socket"],  # systemd's default: the socket unit's name
+        ["turret"],  # the name turret.socket used before
+        ["unknown"],  # what libsystemd reports when LISTEN_FDNAMES is not set
+        ["admin"],  # not served yet: must not fall back to the agents' app
+        ["Agents"],  # names are exact
+        ["agents", "tcp"],  # one stranger among known sockets refuses them all
+        ["", "agents"],
+    ],
+)
+def test_by_name_refuses_a_name_turret_does_not_serve(
+    listening: Callable[[str], ActivatedSocket], names: list[str]
+) -> None:
+    sockets = [listening(name) for name in names]
+    with pytest.raises(StartupError) as caught:
+        by_name(sockets, {"agents"})
+    message = str(caught.value)
+    strangers = [s for s in sockets if s.name != "agents"]
+    for stranger in strangers:
+        assert f"descriptor {stranger.sock.fileno()} is named {stranger.name!r}" in message
+    assert message.endswith("FileDescriptorName= must be one of: agents (in the .socket unit)")

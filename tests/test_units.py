@@ -72,3 +72,13 @@ def test_units_journald_never_drops_audit_records() -> None:
     lines = SERVICE.read_text().splitlines()
     assert "LogRateLimitIntervalSec=0" in lines
     assert not [line for line in lines if line.startswith("LogRateLimitBurst=")]
+
+
+def test_units_state_directory_private_and_sockets_named_agents() -> None:
+    """The state store lives in StateDirectory= (0700, writable under ProtectSystem=strict), and
+    the sockets carry the name Turret serves the agents' API on."""
+    service = SERVICE.read_text().splitlines()
+    assert {"StateDirectory=turret", "StateDirectoryMode=0700", "ProtectSystem=strict"} <= set(
+        service
+    )
+    assert "FileDescriptorName=agents" in SOCKET.read_text().splitlines()

@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         help="append audit records as JSON lines here instead of journald",
     )
     p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the state store here (development); default $STATE_DIRECTORY",
+    )
+    p.add_argument(
         "--shutdown-timeout",
         type=float,
         default=30.0,
@@ -77,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="turret: %(levelname)s %(message)s")
-    options = ServeOptions(args.config, args.credentials_dir, args.shutdown_timeout)
+    options = ServeOptions(
+        args.config, args.credentials_dir, args.shutdown_timeout, state_dir=args.state_dir
+    )
     try:
         auditor = Auditor(default_sink(args.audit_file))
         asyncio.run(serve(options, auditor))

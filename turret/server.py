@@ -1,6 +1,8 @@
 """Serving: load everything or refuse to start, bind the sockets, run until told to stop.
 
 Sockets come from systemd socket activation (LISTEN_FDS) when present, else from `listen:`.
+An activated socket is served by the app for its FileDescriptorName= (`APPS`); `listen:` entries
+serve the agents' app. The state store is opened at start when a state directory is configured.
 SIGHUP reloads the configuration and credentials without dropping a request; SIGTERM (or SIGINT)
 stops accepting and lets requests in flight finish, up to the shutdown timeout.
 """
@@ -14,7 +16,7 @@ import os
 import signal
 import stat
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +25,13 @@ from aiohttp import web
 from turret import __version__
 from turret.audit import Auditor
 from turret.config import read_config
-from turret.errors import AuditUnavailable, ConfigError, StartupError
+from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError, StateError
 from turret.httpserver import TurretRunner
 from turret.model import Config
 from turret.records import ERR, Event
 from turret.runtime import Runtime, RuntimeHolder, build_runtime
-from turret.systemd_glue import Notifier, activated_sockets, watchdog_interval
+from turret.state import StateStore, resolve_state_dir
+from turret.systemd_glue import Notifier, activated_sockets, by_name, watchdog_interval
 from turret.web.app import create_app
 from turret.web.keys import STATS
 
@@ -37,6 +40,7 @@ log = logging.getLogger("turret")
 # How often STATUS= is refreshed when there is no watchdog to piggyback on.
 STATUS_INTERVAL = 5.0
 MAX_REASON_CHARS = 160
+AGENTS = "agents"  # the FileDescriptorName= of the agents' sockets; `listen:` serves them too
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class ServeOptions:
     config_path: str
     credentials_dir: str | None = None
     shutdown_timeout: float = 30.0
+    state_dir: str | None = None
 
 
 def load(options: ServeOptions) -> Runtime:
@@ -52,85 +57,138 @@ def load(options: ServeOptions) -> Runtime:
 
 
 def startup_failure(exc: StartupError) -> str:
-    kind = "configuration" if isinstance(exc, ConfigError) else "credentials"
-    return f"invalid {kind}"
+    """What kind of start-up failure `exc` is, for the audit record and the status line."""
+    if isinstance(exc, ConfigError):
+        return "invalid configuration"
+    if isinstance(exc, CredentialError):
+        return "invalid credentials"
+    if isinstance(exc, StateError):
+        return "unusable state directory"
+    return "cannot listen"
+
+
+def open_state(options: ServeOptions) -> StateStore | None:
+    """The state store in `--state-dir` or `$STATE_DIRECTORY`, or None when neither is set.
+
+    A directory that is set but unusable raises `StateError`: Turret refuses to start rather
+    than run without the state it was told to keep. Features that need the store refuse to
+    start when there is none.
+    """
+    directory = resolve_state_dir(options.state_dir, os.environ)
+    if directory is None:
+        log.info("no state directory configured (StateDirectory=turret or --state-dir)")
+        return None
+    store = StateStore.open(directory)
+    log.info("state store: %s (schema %d)", directory, store.schema_version)
+    return store
 
 
 async def serve(options: ServeOptions, auditor: Auditor) -> None:
     """Run Turret until SIGTERM or SIGINT; reload on SIGHUP."""
     signals = _SignalQueue()
-    with signals.installed():
+    with signals.installed(), _refusal_audited(options, auditor):
+        runtime = load(options)
+        state = open_state(options)
         try:
-            runtime = load(options)
-        except StartupError as exc:
-            auditor.record(
-                Event.CONFIG_ERROR,
-                f"refusing to start: {startup_failure(exc)}",
-                {"TURRET_REASON": str(exc), "TURRET_CONFIG": options.config_path},
-                priority=ERR,
-            )
-            raise
-        gateway = Gateway(options, auditor, RuntimeHolder(runtime))
-        await gateway.run(signals)
+            await Gateway(options, auditor, RuntimeHolder(runtime), state).run(signals)
+        finally:
+            if state is not None:
+                state.close()
+
+
+@contextlib.contextmanager
+def _refusal_audited(options: ServeOptions, auditor: Auditor) -> Iterator[None]:
+    """A refused start (config, credentials, state directory, sockets) leaves an audit record."""
+    try:
+        yield
+    except StartupError as exc:
+        auditor.record(
+            Event.CONFIG_ERROR,
+            f"refusing to start: {startup_failure(exc)}",
+            {"TURRET_REASON": str(exc), "TURRET_CONFIG": options.config_path},
+            priority=ERR,
+        )
+        raise
 
 
 class Gateway:
-    """The running service: its app, the runtime cell, and what systemd is told about them."""
+    """The running service: its apps, the runtime cell, the state store, and what systemd is
+    told about them."""
 
-    def __init__(self, options: ServeOptions, auditor: Auditor, holder: RuntimeHolder) -> None:
+    def __init__(
+        self,
+        options: ServeOptions,
+        auditor: Auditor,
+        holder: RuntimeHolder,
+        state: StateStore | None = None,
+    ) -> None:
         self.options = options
         self.auditor = auditor
         self.holder = holder
-        self.app = create_app(holder, auditor)
+        # Opened and closed by `serve`; kept across reloads (it is not part of the Runtime).
+        self.state = state
+        self.apps = {name: factory(self) for name, factory in APPS.items()}
+        self.app = self.apps[AGENTS]
         self.notifier = Notifier()
         self.last_reload = "none"
         self.stopping = False
+        self.runners: list[web.AppRunner] = []
 
     async def run(self, signals: _SignalQueue) -> None:
+        # The heartbeat runs until the very end, so the watchdog is fed during a long stop too.
+        async with self._heartbeat():
+            try:
+                await self._bind()
+                self._started()
+                await self._handle_signals(signals)
+                self.stopping = True
+                self.notifier.stopping(self.status())
+            finally:
+                # Each closes its listening sockets first, then waits for requests in flight.
+                await asyncio.gather(*(runner.cleanup() for runner in self.runners))
+        self.auditor.record(
+            Event.STOPPED, "turret stopped", {"TURRET_REQUESTS": self.app[STATS].requests}
+        )
+
+    async def _bind(self) -> None:
+        activated = by_name(activated_sockets(), APPS)
+        if activated and self.config.listen:
+            log.info("socket-activated: listen: entries in the config are not used")
+        for name, sockets in activated.items():
+            runner = await self._runner(name)
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
+        if not activated and self.config.listen:
+            runner = await self._runner(AGENTS)
+            for address in self.config.listen:
+                await _listen(runner, address)
+        if not self.addresses():
+            raise StartupError("nothing to listen on: no activated sockets and no listen: entries")
+
+    async def _runner(self, name: str) -> web.AppRunner:
         runner = TurretRunner(
-            self.app,
-            max_connections=self.holder.current.config.limits.max_connections,
+            self.apps[name],
+            max_connections=self.config.limits.max_connections,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.options.shutdown_timeout,
         )
         await runner.setup()
-        # The heartbeat runs until the very end, so the watchdog is fed during a long stop too.
-        async with self._heartbeat():
-            try:
-                await self._bind(runner)
-                self._started(runner)
-                await self._handle_signals(signals)
-                self.stopping = True
-                self.notifier.stopping(self.status())
-            finally:
-                # Closes the listening sockets first, then waits for requests in flight.
-                await runner.cleanup()
-        self.auditor.record(
-            Event.STOPPED, "turret stopped", {"TURRET_REQUESTS": self.app[STATS].requests}
-        )
+        self.runners.append(runner)
+        return runner
 
-    async def _bind(self, runner: web.AppRunner) -> None:
-        activated = activated_sockets()
-        for passed in activated:
-            await web.SockSite(runner, passed.sock).start()
-        if activated:
-            if self.config.listen:
-                log.info("socket-activated: listen: entries in the config are not used")
-        else:
-            for address in self.config.listen:
-                await _listen(runner, address)
-        if not runner.addresses:
-            raise StartupError("nothing to listen on: no activated sockets and no listen: entries")
+    def addresses(self) -> list[str]:
+        """Every address served, as in `listen:`."""
+        return [_address(a) for runner in self.runners for a in runner.addresses]
 
-    def _started(self, runner: web.AppRunner) -> None:
+    def _started(self) -> None:
         self.auditor.record(
             Event.STARTED,
             f"turret {__version__} started",
             {
                 "TURRET_AGENTS": len(self.config.agents),
                 "TURRET_SERVICES": len(self.config.services),
-                "TURRET_LISTEN": " ".join(_address(a) for a in runner.addresses),
+                "TURRET_LISTEN": " ".join(self.addresses()),
             },
         )
         self.notifier.ready(self.status())
@@ -223,6 +281,14 @@ class Gateway:
                 self.notifier.status(status)
                 sent = status
             await asyncio.sleep(watchdog or STATUS_INTERVAL)
+
+
+# The app each activated socket is served by, keyed by the socket's FileDescriptorName=. Each
+# name is one audience: a socket under any other name refuses the start (`by_name`), so a socket
+# meant for one audience never serves another. The admin API joins here as `admin`.
+APPS: Mapping[str, Callable[[Gateway], web.Application]] = {
+    AGENTS: lambda gateway: create_app(gateway.holder, gateway.auditor),
+}
 
 
 class _SignalQueue:

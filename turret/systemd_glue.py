@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from systemd import daemon  # type: ignore[attr-defined]
@@ -40,6 +40,29 @@ def activated_sockets() -> list[ActivatedSocket]:
             raise StartupError(f"passed descriptor {fd} ({name}) is not a listening stream socket")
         result.append(ActivatedSocket(name or "unknown", socket.socket(fileno=fd)))
     return result
+
+
+def by_name(
+    sockets: Sequence[ActivatedSocket], known: Collection[str]
+) -> dict[str, list[socket.socket]]:
+    """The activated sockets grouped by their FileDescriptorName=, in order within a name.
+
+    Each name stands for one audience (the agents' API; the admin API next), so a socket under a
+    name Turret does not know stops start-up rather than serve the wrong one. A socket unit
+    without FileDescriptorName= passes systemd's default, the unit's own name: refused too.
+    """
+    strangers = [s for s in sockets if s.name not in known]
+    if strangers:
+        found = ", ".join(f"descriptor {s.sock.fileno()} is named {s.name!r}" for s in strangers)
+        expected = ", ".join(sorted(known))
+        raise StartupError(
+            f"socket-activated with a socket Turret does not serve: {found}; "
+            f"FileDescriptorName= must be one of: {expected} (in the .socket unit)"
+        )
+    grouped: dict[str, list[socket.socket]] = {}
+    for passed in sockets:
+        grouped.setdefault(passed.name, []).append(passed.sock)
+    return grouped
 
 
 def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:

@@ -102,7 +102,7 @@ def test_flake_shape(nix: str) -> None:
 PACKAGE = """{ nixpkgsLib, systemdName }:
 let
   lib = import (/. + nixpkgsLib + "/lib");
-  names = [ "setuptools" "aiohttp" "ahocorasick-rs" "pyyaml" systemdName
+  names = [ "setuptools" "aiohttp" "ahocorasick-rs" "pyyaml" systemdName "mcp" "uvicorn"
             "pytestCheckHook" "pytest-aiohttp" "pytest-timeout" ];
   python3Packages = lib.genAttrs names (name: name) // { buildPythonApplication = args: args; };
   package = import (/. + %s) { inherit lib python3Packages; };
@@ -129,7 +129,9 @@ def test_package_follows_pyproject(nix: str, nixpkgs_lib: str, systemd_name: str
     assert (package["pname"], package["version"]) == (project["name"], project["version"])
     assert package["pyproject"] is True
     assert package["meta"]["mainProgram"] == "turret"
-    declared = {re.split(r"[<>=!~ ]", d)[0].lower() for d in project["dependencies"]}
+    # The package carries the mcp extra too, so an agent unit can run `turret mcp` from it.
+    wanted = project["dependencies"] + project["optional-dependencies"]["mcp"]
+    declared = {re.split(r"[<>=!~ ]", d)[0].lower() for d in wanted}
     nix_names = {"systemd-python" if n == "systemd" else n for n in package["dependencies"]}
     assert nix_names == declared
     assert {"pytestCheckHook", "pytest-aiohttp", "pytest-timeout"} <= set(

@@ -295,7 +295,7 @@ def test_module_units(evaluate: ModuleEval, tools_dir: Path) -> None:
     assert socket["wantedBy"] == ["sockets.target"]
     assert socket["listenStreams"] == ["127.0.0.1:8421", "/run/turret/agents.sock"]
     assert socket["socketConfig"] == {
-        "FileDescriptorName": "turret",
+        "FileDescriptorName": "agents",  # Turret serves the agents' API on these sockets
         "SocketUser": "root",
         "SocketGroup": "turret-agents",
         "SocketMode": "0660",
@@ -313,6 +313,8 @@ def test_module_units(evaluate: ModuleEval, tools_dir: Path) -> None:
     assert config["LogRateLimitIntervalSec"] == 0  # Turret limits itself; journald drops nothing
     assert config["ExecStart"] == f"{tools_dir}/bin/turret serve --config /etc/turret/turret.yaml"
     assert config["ExecReload"] == f"{tools_dir}/bin/kill -HUP $MAINPID"
+    # The state store's directory, from the unit file's hardening block.
+    assert (config["StateDirectory"], config["StateDirectoryMode"]) == ("turret", "0700")
     # Reload when the config changes: the trigger is the config file /etc/turret points at.
     assert service["reloadTriggers"] == [system["etc"]["turret/turret.yaml"]["source"]]
 
