@@ -44,6 +44,7 @@ CANARY_AGENT = f"canary-agent-{secrets.token_hex(8)}"
 CANARIES = (CANARY_GITEA, CANARY_VAULT, CANARY_AGENT)
 TCP = "127.0.0.1:8421"  # from turret.socket
 UNIX = "/run/turret/agents.sock"
+STATE = "/var/lib/private/turret"  # StateDirectory=turret under DynamicUser=
 DROP_IN = """[Service]
 # A short watchdog, so that a few periods pass within the test.
 WatchdogSec=2
@@ -240,12 +241,66 @@ def test_e2e_dynamic_user_and_credentials(site: Site) -> None:
     site.stop_service()
     ok(site.request(TCP, "/v1/proxy/gitea/ping"), "gitea")  # LoadCredential=
     ok(site.request(UNIX, "/v1/proxy/vault/ping"), "vault")  # LoadCredentialEncrypted=
-    pid = site.show("MainPID")["MainPID"]
-    status = site.machine.path(f"/proc/{pid}/status").read_text()
-    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    uid = service_uid(site)
     assert 61184 <= uid <= 65519, uid  # systemd's range for dynamic users
     user = site.machine.run("getent", "passwd", str(uid)).stdout
     assert user.startswith("turret:")
+
+
+def service_uid(site: Site) -> int:
+    pid = site.show("MainPID")["MainPID"]
+    status = site.machine.path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
+def state_files(site: Site, uid: int) -> dict[str, bytes]:
+    """The state directory's files by name, each checked to be 0600 and owned by `uid`."""
+    state = site.machine.path(STATE)
+    assert (state.stat().st_mode & 0o777, state.stat().st_uid) == (0o700, uid)
+    files = {}
+    for path in state.iterdir():
+        info = path.lstat()
+        assert (oct(info.st_mode), info.st_uid) == ("0o100600", uid), path.name
+        files[path.name] = path.read_bytes()
+    return files
+
+
+def test_e2e_state_store_private_to_the_dynamic_user_and_kept_across_restart(
+    site: Site,
+) -> None:
+    site.stop_service()
+    ok(site.request(TCP, "/v1/proxy/gitea/ping"), "gitea")
+    ok(site.request(UNIX, "/v1/proxy/vault/ping"), "vault")
+    uid = service_uid(site)
+    running = state_files(site, uid)
+    assert {"turret.db", "turret.db-wal", "turret.db-shm", "fingerprint.key"} <= set(running)
+
+    # Something written to the store while Turret is stopped is there after two starts.
+    site.machine.run("systemctl", "stop", "turret.service")
+    in_store(site, 'store.meta.set("e2e-mark", "kept", at=0)')
+    ok(site.request(TCP, "/v1/proxy/gitea/ping"), "gitea")
+    site.machine.run("systemctl", "restart", "turret.service")
+    ok(site.request(UNIX, "/v1/proxy/gitea/ping"), "gitea")
+    uid = service_uid(site)  # systemd keeps the directory's owner as the dynamic user's uid
+    after = state_files(site, uid)
+    assert after["fingerprint.key"] == running["fingerprint.key"]
+    for name, data in {**running, **after}.items():
+        for canary in CANARIES:
+            assert canary.encode() not in data, name
+    site.machine.run("systemctl", "stop", "turret.service")
+    assert in_store(site, 'print(store.meta.get("e2e-mark"))') == "kept\n"
+    # The test's own opening as root changed no owner, so the next start can open the files.
+    assert all(p.lstat().st_uid == uid for p in site.machine.path(STATE).iterdir())
+
+
+def in_store(site: Site, statement: str) -> str:
+    """Run `statement` with the state store open, as root inside the machine (Turret stopped)."""
+    script = (
+        "from turret.state import StateStore\n"
+        f"store = StateStore.open(__import__('pathlib').Path({STATE!r}))\n"
+        f"{statement}\nstore.close()\n"
+    )
+    return site.machine.run(f"{VENV_IN_MACHINE}/bin/python", "-c", script).stdout
 
 
 def test_e2e_start_returns_after_ready_and_watchdog_holds(site: Site) -> None:
