@@ -302,6 +302,7 @@ in
       wantedBy = [ "sockets.target" ];
       listenStreams = map turretLib.listenStream cfg.settings.listen;
       socketConfig = {
+        # Which of Turret's APIs these sockets serve; Turret refuses a name it does not know.
         FileDescriptorName = "agents";
         SocketUser = cfg.socketUser;
         SocketGroup = cfg.socketGroup;
@@ -321,6 +322,8 @@ in
       # systemd copies them into $CREDENTIALS_DIRECTORY only at start.
       reloadTriggers = [ configFile ];
       restartTriggers = credentialLines;
+      # `hardening` is the unit file's `# Hardening` block, StateDirectory=turret (the state store,
+      # /var/lib/private/turret: back it up to keep revocations across a reinstall) among it.
       serviceConfig = hardening // {
         Type = "notify";
         ExecStart = "${cfg.package}/bin/turret serve --config ${configPath}";
