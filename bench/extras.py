@@ -47,7 +47,9 @@ def cold_start(procs: Procs, work: Workdir, upstream: Server, runs: int) -> list
         config = turret_config(work, upstream, port, capabilities=False)
         log = work.logs / "cold-start.log"
         log.unlink(missing_ok=True)
-        argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *turret_argv(work, config)]
+        # Named as turret.socket names it: Turret serves no socket under another name.
+        activate = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=agents"]
+        argv = [*activate, *turret_argv(work, config)]
         proc = procs.start("cold-start", argv)
         try:
             _wait_for_text(log, "Listening on", proc.poll)
