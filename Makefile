@@ -24,6 +24,7 @@ run: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 setup: $(STAMP) $(SYNAPSE_STAMP)
