@@ -191,7 +191,7 @@ async def _with_session(
     injection = Injection({"Cookie": session.cookie})
     result = await forward(http, service, injection, runtime.redactor, out)
     guard = session.guard
-    body, count = guard.redact(result.body)
+    body, count = await guard.redact_async(result.body)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in result.headers.items():
         clean, n = guard.redact_text(value)

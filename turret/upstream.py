@@ -281,7 +281,7 @@ async def forward(
             if isinstance(refused, FramingRefused)
             else f"upstream failure: {type(exc).__name__}",
         ) from None
-    clean, n_body = redactor.redact(data)
+    clean, n_body = await redactor.redact_async(data)  # a big body is scanned off the loop
     return UpstreamResponse(status, out_headers, clean, n_headers + n_body)
 
 

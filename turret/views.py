@@ -138,12 +138,17 @@ def _unescape_steps(view: bytes) -> Iterator[bytes]:
         for decoded in percent_decoded(current):
             yield decoded
             current, changed = decoded, True
+        # HTML references read as they are, too: a client reading HTML does not first take
+        # string escapes: `&colon;\ ` reads as `:\ ` to it, though `\ ` unescapes away.
+        html_only = unescape_html(current)
         step: Callable[[bytes], bytes | None]
         for step in (unescape_string, unescape_html):
             decoded_or_none = step(current)
             if decoded_or_none is not None and decoded_or_none != current:
                 yield decoded_or_none
                 current, changed = decoded_or_none, True
+        if html_only is not None and html_only != current:
+            yield html_only
         if not changed:
             return
 
@@ -159,5 +164,5 @@ def views(data: bytes) -> Iterator[bytes]:
 
 def max_views() -> int:
     """An upper bound on how many views `views` makes of any input: the linearity guarantee."""
-    per_round = PERCENT_DEPTH * 2 + 2  # percent chain and its `+` side views, string, HTML
+    per_round = PERCENT_DEPTH * 2 + 3  # percent chain, its `+` side views, string, HTML, HTML alone
     return 1 + (1 + len(_WIDE)) * (1 + ROUNDS * per_round)
