@@ -148,6 +148,7 @@ class FakeExchange:
     hold: Callable[[], Awaitable[None]] | None = None  # awaited inside forward()
     body_calls: int = 0
     forwarded: list[Outbound] = field(default_factory=list)
+    runtimes: list[Runtime] = field(default_factory=list)  # the runtime each forward was on
     records_at_forward: list[list[Event]] = field(default_factory=list)
 
     async def body(self, limit: int, within: float) -> bytes:
@@ -158,6 +159,7 @@ class FakeExchange:
 
     async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
         self.forwarded.append(out)
+        self.runtimes.append(runtime)
         self.records_at_forward.append(self.recorder.events())
         if self.hold is not None:
             await self.hold()
