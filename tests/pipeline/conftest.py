@@ -98,6 +98,7 @@ agents:
   tight:
     token_sha256: {d["tight"]}
     limits: {{requests_per_second: 1, burst: 2, max_concurrent: 1}}
+    capabilities: [gitea.note]
     proxy:
       - {{service: gitea, methods: [GET], paths: ["/api/v1/user", "/slow"]}}
 """
@@ -146,6 +147,7 @@ class FakeExchange:
     response: UpstreamResponse = field(default_factory=ok_response)
     forward_error: RequestError | None = None
     hold: Callable[[], Awaitable[None]] | None = None  # awaited inside forward()
+    on_body: Callable[[], None] | None = None  # runs inside body(), as a reload might
     body_calls: int = 0
     forwarded: list[Outbound] = field(default_factory=list)
     runtimes: list[Runtime] = field(default_factory=list)  # the runtime each forward was on
@@ -153,6 +155,8 @@ class FakeExchange:
 
     async def body(self, limit: int, within: float) -> bytes:
         self.body_calls += 1
+        if self.on_body is not None:
+            self.on_body()
         if self.error is not None:
             raise self.error
         return self.data

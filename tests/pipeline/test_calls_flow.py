@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable
 
@@ -15,6 +16,7 @@ from turret.errors import (
     Forbidden,
     NotFound,
     RequestError,
+    TooManyRequests,
     UnprocessableEntity,
     UpstreamStatus,
 )
@@ -212,3 +214,24 @@ async def test_explain_proxy_reason_quotes_nothing_sent(pipe: Pipe, agent: str) 
     guess = await asked("/x/CANARY-gitea-token-000000000000000000000000")
     assert secret == guess
     assert isinstance(secret, dict) and secret["report_only"] is (agent == "rollout")
+
+
+async def test_call_holds_a_concurrency_slot_while_forwarding(pipe: Pipe) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        entered.set()
+        await release.wait()
+
+    target, note = "/v1/capabilities/gitea.note", params(text="hi")
+    first = pipe.exchange(note, hold=hold)
+    task = asyncio.create_task(call(pipe.ctx, pipe.incoming("POST", target, agent="tight"), first))
+    await entered.wait()
+    assert pipe.ctx.limiter.in_flight("tight") == 1
+    second = pipe.exchange(note)
+    exc = await refused(pipe, call(pipe.ctx, pipe.incoming("POST", target, agent="tight"), second))
+    assert isinstance(exc, TooManyRequests) and second.forwarded == []
+    assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 429  # refused at admission
+    release.set()
+    pipe.keep(await task)
+    assert pipe.ctx.limiter.in_flight("tight") == 0

@@ -3,7 +3,6 @@ request keeps), `decide` on a `Principal` and its restrictions, and a real audit
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from turret.audit import Auditor, LineSink
 from turret.errors import MethodNotAllowed, NotFound, RequestError, TooManyRequests, Unauthorized
 from turret.model import Action, CapabilityAction, ProxyAction
 from turret.paths import canonical_path
+from turret.pipeline.calls import call
 from turret.pipeline.proxy import proxy, whoami
 from turret.pipeline.request import record_flood_summary, unrouted
 from turret.policy import Decision, Result, decide
@@ -87,25 +87,29 @@ def test_flood_refusals_recorded_once_per_window_then_summarised(pipe: Pipe) -> 
     assert len(pipe.recorder.records) == 4  # each is counted once
 
 
-async def test_request_keeps_the_runtime_it_started_on(pipe: Pipe, creds_dir: Path) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        entered.set()
-        await release.wait()
-
-    io = pipe.exchange(hold=hold)
+@pytest.mark.parametrize(
+    ("target", "body"),
+    [
+        ("/v1/proxy/gitea/api/v1/user", b""),
+        ("/v1/capabilities/gitea.note", b'{"text": "hi"}'),
+    ],
+)
+async def test_request_keeps_the_runtime_it_started_on(
+    pipe: Pipe, creds_dir: Path, target: str, body: bytes
+) -> None:
+    """A reload while the body arrives: the request finishes on the runtime it started on."""
     started_on = pipe.runtime
-    task = asyncio.create_task(
-        proxy(pipe.ctx, pipe.incoming("GET", "/v1/proxy/gitea/api/v1/user"), io)
-    )
-    await entered.wait()
-    pipe.ctx.holder.current = make_pipe(creds_dir, pipe.canaries).runtime  # a reload: new tokens
-    release.set()
-    assert pipe.keep(await task).status == 200
+    reloaded = make_pipe(creds_dir, pipe.canaries).runtime  # the same config, new agent tokens
+
+    def reload() -> None:
+        pipe.ctx.holder.current = reloaded
+
+    io = pipe.exchange(body, on_body=reload)
+    run = call if target.startswith("/v1/capabilities/") else proxy
+    assert pipe.keep(await run(pipe.ctx, pipe.incoming("POST", target), io)).status == 200
+    assert io.runtimes == [started_on]
     with pytest.raises(Unauthorized):  # the next request starts on the new runtime
         whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami"))
-    assert io.runtimes == [started_on] and started_on is not pipe.runtime
 
 
 async def test_pipeline_with_real_auditor_writes_lines_without_secrets(
