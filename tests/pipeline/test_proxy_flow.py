@@ -63,13 +63,14 @@ async def test_proxy_denied_never_reads_body(pipe: Pipe) -> None:
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 403
 
 
-@pytest.mark.parametrize("where", ["path", "query", "header", "body"])
+@pytest.mark.parametrize("where", ["service", "path", "query", "header", "body"])
 async def test_proxy_denied_answer_ignores_secret_it_carries(pipe: Pipe, where: str) -> None:
     """A denied request is answered the same whatever it carries: no oracle for a guess."""
     secret = pipe.canaries["gitea-token"]
 
     async def denial(value: str) -> tuple[str, str, int]:
-        path = f"/v1/proxy/gitea/admin/{value if where == 'path' else 'x'}"
+        service = value if where == "service" else "gitea"
+        path = f"/v1/proxy/{service}/admin/{value if where == 'path' else 'x'}"
         query = f"?q={value}" if where == "query" else ""
         headers = {"X-Note": value} if where == "header" else {}
         io = pipe.exchange(value.encode() if where == "body" else b"")

@@ -64,6 +64,9 @@ def test_unrouted_without_token_is_recorded_and_charged_to_flood_gate(pipe: Pipe
         assert isinstance(unrouted(pipe.ctx, incoming, NotFound("no such endpoint")), NotFound)
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 404
     assert "TURRET_AGENT" not in pipe.recorder.last(Event.DECISION)
+    flooded = unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
+    assert isinstance(flooded, Flooded)  # the limit replaces the refusal
+    assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 429
     with pytest.raises(Flooded):  # the gate is shared with every other unauthenticated request
         whoami(pipe.ctx, incoming)
 
