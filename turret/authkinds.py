@@ -12,7 +12,7 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import quote
 
 from turret.model import CREDENTIAL_NAME, HEADER_NAME, QUERY_NAME, Config
@@ -114,20 +114,26 @@ class BearerAuth:
 
 
 @dataclass(frozen=True)
-class BasicAuth:
-    """`basic: {username, password}`: HTTP Basic; each part a literal or a credential."""
+class _UserPassword:
+    """A username and a password, each a literal or a credential (`{username, password}`)."""
 
     username: Value
     password: Value
-    key: ClassVar[str] = "basic"
 
     @classmethod
-    def read(cls, r: SpecReader, path: str, spec: Any) -> BasicAuth | None:
+    def read(cls, r: SpecReader, path: str, spec: Any) -> Self | None:
         pair = _read_pair(r, path, spec)
         return cls(*pair) if pair else None
 
     def uses(self) -> Uses:
         return _value_uses(self.username, self.password)
+
+
+@dataclass(frozen=True)
+class BasicAuth(_UserPassword):
+    """`basic: {username, password}`: HTTP Basic."""
+
+    key: ClassVar[str] = "basic"
 
     def injection(self, secrets: Secrets) -> Injection:
         pair = f"{_reveal(self.username, secrets)}:{_reveal(self.password, secrets)}"
@@ -188,21 +194,11 @@ class QueryAuth:
 
 
 @dataclass(frozen=True)
-class LoginAuth:
+class LoginAuth(_UserPassword):
     """`login: {username, password}`: qBittorrent's WebUI login. Turret logs in and keeps the
-    session cookie to itself (`turret.providers.login`)."""
+    session cookie to itself (`turret.login`)."""
 
-    username: Value
-    password: Value
     key: ClassVar[str] = "login"
-
-    @classmethod
-    def read(cls, r: SpecReader, path: str, spec: Any) -> LoginAuth | None:
-        pair = _read_pair(r, path, spec)
-        return cls(*pair) if pair else None
-
-    def uses(self) -> Uses:
-        return _value_uses(self.username, self.password)
 
     def injection(self, secrets: Secrets) -> Injection:
         return Injection(login=(_reveal(self.username, secrets), _reveal(self.password, secrets)))
