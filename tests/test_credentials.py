@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 
 from turret.config import load_config
-from turret.credentials import MAX_CREDENTIAL_BYTES, credentials_directory, load_credentials
 from turret.errors import CredentialError
+from turret.providers.static import (
+    MAX_CREDENTIAL_BYTES,
+    credentials_directory,
+    load_credentials,
+)
 from turret.runtime import build_runtime
 from turret.secret import Secret
 
@@ -124,4 +128,4 @@ def test_build_runtime_refuses_two_agents_with_one_token(tmp_path: Path) -> None
 def test_runtime_repr_hides_injected_values(tmp_path: Path) -> None:
     write(tmp_path, header_cred=b"CANARY-h", query_cred=b"CANARY-q", agent_token=b"CANARY-t")
     runtime = build_runtime(CONFIG, str(tmp_path))
-    assert "CANARY" not in repr(runtime) and "CANARY" not in repr(dict(runtime.injections))
+    assert "CANARY" not in repr(runtime) and "CANARY" not in repr(dict(runtime.providers))

@@ -51,9 +51,10 @@ class ServeOptions:
     state_dir: str | None = None
 
 
-def load(options: ServeOptions) -> Runtime:
-    """Read the config and its credentials; raise `StartupError` (fail closed)."""
-    return build_runtime(read_config(options.config_path), options.credentials_dir)
+def load(options: ServeOptions, previous: Runtime | None = None) -> Runtime:
+    """Read the config and its credentials; raise `StartupError` (fail closed). `previous`,
+    the runtime being replaced on reload, hands its login state on."""
+    return build_runtime(read_config(options.config_path), options.credentials_dir, previous)
 
 
 def startup_failure(exc: StartupError) -> str:
@@ -222,7 +223,7 @@ class Gateway:
         self.notifier.reloading()
         at = time.strftime("%H:%M:%S")
         try:
-            runtime = await asyncio.to_thread(load, self.options)
+            runtime = await asyncio.to_thread(load, self.options, self.holder.current)
             config = runtime.config
             self.auditor.record(
                 Event.RELOADED,

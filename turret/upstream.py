@@ -1,5 +1,8 @@
 """The one place Turret talks to upstreams: header rules, credential injection, limits, echo guard.
 
+`send` is the single way out: every request to an upstream (proxied, or a capability's) goes
+through it, with the credential its service's provider hands out for that use.
+
 The whole upstream response is read, within its size limit and the service timeout, before the
 agent gets a status line: so a response is either complete and redacted, or an error, never a
 truncated 200.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Set as AbstractSet
+from dataclasses import replace
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import aiohttp
@@ -16,10 +20,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from turret.authkinds import Injection
-from turret.connector import ACCEPT_ENCODING, FramingRefused
+from turret.connector import ACCEPT_ENCODING, FramingRefused, SessionPool
 from turret.echo import Redactor
 from turret.errors import AddressRefused, BadGateway, GatewayTimeout
 from turret.model import Outbound, Service, UpstreamResponse
+from turret.providers import CredentialProvider, Scope
 
 HOP_BY_HOP = frozenset(
     {
@@ -61,8 +66,6 @@ DROP_RESPONSE = HOP_BY_HOP | {
     "content-encoding",
 }
 _CHUNK = 64 * 1024
-
-
 
 
 def header_key(name: str) -> str:
@@ -207,7 +210,46 @@ def _without_userinfo(location: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-async def forward(
+async def send(
+    pool: SessionPool,
+    provider: CredentialProvider,
+    service: Service,
+    out: Outbound,
+    redactor: Redactor,
+) -> UpstreamResponse:
+    """Send `out` to `service` with the credential `provider` hands out, and return the whole
+    answer, redacted; or raise a `RequestError`.
+
+    The client session is the one for the service's address policy, and the provider gets it
+    in its `Scope`, so a provider that logs in does so through the same address checks (and
+    framing guard) as the request. An answer the provider recognises as an expired credential
+    is retried once with the renewed one."""
+    http = pool.session_for(service.address_policy)
+    scope = Scope(service.name, via=http)
+    injection = await provider.injection(scope)
+    result = await _forward(http, service, injection, redactor, out)
+    result = await _redacted(result, provider.response_guard(injection))
+    renewed = await provider.renew(scope, injection, result.status)
+    if renewed is not None:
+        result = await _forward(http, service, renewed, redactor, out)
+        result = await _redacted(result, provider.response_guard(renewed))
+    return result
+
+
+async def _redacted(result: UpstreamResponse, guard: Redactor | None) -> UpstreamResponse:
+    """`result` redacted by a provider's guard for values newer than the runtime's redactor."""
+    if guard is None:
+        return result
+    body, count = await guard.redact_async(result.body)
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in result.headers.items():
+        clean, n = guard.redact_text(value)
+        headers.add(name, clean)
+        count += n
+    return replace(result, headers=headers, body=body, redactions=result.redactions + count)
+
+
+async def _forward(
     session: aiohttp.ClientSession,
     service: Service,
     injection: Injection,

@@ -20,15 +20,17 @@ from tests.capabilities.conftest import CapGateway
 from tests.capabilities.fake_services import FakeState, qbittorrent_app
 from turret.authkinds import CredentialRef, LoginAuth
 from turret.errors import BadGateway, GatewayTimeout, RequestError, ServiceUnavailable
-from turret.login import (
+from turret.model import Service
+from turret.providers import Scope
+from turret.providers.login import (
     BACKOFF_MAX,
     WRONG_CREDENTIAL_TRIES,
     Backoff,
-    LoginSessions,
+    LoginProvider,
+    LoginState,
     held_back,
     next_backoff,
 )
-from turret.model import Service
 
 PASSWORD = "CANARY-qbit-login-0123456789abcdef"
 FP = b"fingerprint"
@@ -49,13 +51,17 @@ class Peer:
     state: FakeState
     service: Service
     http: aiohttp.ClientSession
-    sessions: LoginSessions
+    login_state: LoginState
     clock: Clock
 
-    async def login(self, password: str = PASSWORD) -> RequestError | None:
+    async def login(
+        self, password: str = PASSWORD, service: Service | None = None
+    ) -> RequestError | None:
         """One call's login: None if it worked, else the error the call is answered with."""
+        # A provider per call, sharing one state: as runtimes built on reload share it.
+        provider = LoginProvider(service or self.service, ("admin", password), self.login_state)
         try:
-            await self.sessions.get(self.http, self.service, ("admin", password))
+            await provider.injection(Scope(provider.name, via=self.http))
         except RequestError as exc:
             return exc
         return None
@@ -70,7 +76,7 @@ async def peer() -> AsyncIterator[Peer]:
     auth = LoginAuth("admin", CredentialRef("qbit-password"))
     clock = Clock()
     async with aiohttp.ClientSession() as http:
-        yield Peer(state, Service("qbit", url, auth), http, LoginSessions(clock=clock), clock)
+        yield Peer(state, Service("qbit", url, auth), http, LoginState(clock=clock), clock)
     await server.close()
 
 
@@ -161,13 +167,11 @@ async def test_login_upstream_errors_back_off_and_recover(peer: Peer) -> None:
 
 async def test_login_unreachable_and_timeout_are_upstream_errors(peer: Peer) -> None:
     service = Service("gone", "http://127.0.0.1:9", peer.service.auth, timeout=1.0)
-    with pytest.raises(BadGateway) as refused:
-        await peer.sessions.get(peer.http, service, ("admin", PASSWORD))
-    assert refused.value.reason is not None
-    assert refused.value.reason.startswith("login refused: upstream error (unreachable")
-    with pytest.raises(ServiceUnavailable):
-        await peer.sessions.get(peer.http, service, ("admin", PASSWORD))
-    assert not isinstance(refused.value, GatewayTimeout)
+    refused = await peer.login(service=service)
+    assert isinstance(refused, BadGateway) and refused.reason is not None
+    assert refused.reason.startswith("login refused: upstream error (unreachable")
+    assert isinstance(await peer.login(service=service), ServiceUnavailable)
+    assert not isinstance(refused, GatewayTimeout)
 
 
 async def test_login_banned_address_is_recognised_and_waited_out(peer: Peer) -> None:

@@ -33,10 +33,10 @@ from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
 from turret.config import load_config
 from turret.echo import encodings
-from turret.login import LoginSessions
+from turret.providers.login import LoginProvider, LoginState
 from turret.runtime import RuntimeHolder, build_runtime
 from turret.web.app import create_app
-from turret.web.keys import LOGINS
+from turret.web.keys import CONTEXT
 
 # Anything shaped like a qBittorrent session cookie, whatever its value.
 COOKIE_SHAPE = re.compile(rb"(?:\bSID|QBT_SID_[0-9]+)=")
@@ -105,9 +105,20 @@ class RealGateway:
             headers={"Authorization": f"Bearer {self.token}"},
         )
 
-    @property
-    def logins(self) -> LoginSessions:
-        return self.app[LOGINS]
+    def login_providers(self) -> list[LoginProvider]:
+        """The login providers of the runtime the gateway serves now."""
+        providers = self.app[CONTEXT].holder.current.providers.values()
+        return [p for p in providers if isinstance(p, LoginProvider)]
+
+    def login_state(self, service: str = "qbit") -> LoginState:
+        """The login state of `service`."""
+        (state,) = [p.state for p in self.login_providers() if p.name == service]
+        return state
+
+    def set_login_clock(self, clock: Callable[[], float]) -> None:
+        """Drive every login's backoff by `clock`."""
+        for provider in self.login_providers():
+            provider.state.clock = clock
 
     def audit(self) -> list[dict[str, str]]:
         text = self.audit_path.read_text() if self.audit_path.is_file() else ""
@@ -116,7 +127,7 @@ class RealGateway:
     def assert_no_leaks(self, log_text: str) -> None:
         """No credential and no session cookie, in any encoding, and nothing cookie-shaped."""
         # The cookies qBittorrent issued to Turret are known only inside Turret's login state.
-        cookies = [s.cookie.partition("=")[2] for s in self.logins._sessions.values()]
+        cookies = [v for p in self.login_providers() for v in p.guarded()]
         forms: set[bytes] = set()
         for value in [*self.secrets, *cookies]:
             forms |= encodings(value.encode())

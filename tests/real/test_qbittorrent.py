@@ -130,7 +130,7 @@ async def test_real_qbittorrent_wrong_password_backs_off_and_never_bans_loopback
 ) -> None:
     gateway = await qbit_gateway(gateways, qbit, wrong=True)
     clock = Clock()
-    gateway.logins.clock = clock
+    gateway.set_login_clock(clock)
     before = len(qbit.log_lines("WebAPI login failure"))
     answers = []
     for step in (0.0, 0.0, 10.0, 0.0, 3600.0, 86400.0):  # seconds on Turret's clock per call
@@ -164,7 +164,7 @@ async def test_real_qbittorrent_ban_answer_is_recognised(
                 assert (resp.status, await resp.text()) == expected
     gateway = await qbit_gateway(gateways, banning_qbit)
     clock = Clock()
-    gateway.logins.clock = clock
+    gateway.set_login_clock(clock)
     resp = await gateway.call("qbit.list_torrents", {})
     assert resp.status == 502
     assert "banned" in (await resp.json())["error"]["message"]
@@ -182,14 +182,15 @@ async def test_real_qbittorrent_expired_session_logs_in_again(
 ) -> None:
     gateway = await qbit_gateway(gateways, qbit)
     await hashes(gateway)
-    (session,) = gateway.logins._sessions.values()
+    session = gateway.login_state().session
+    assert session is not None
     async with aiohttp.ClientSession() as http:  # end Turret's session behind its back
         logout = qbit.url + "/api/v2/auth/logout"
         async with http.post(logout, headers={"Cookie": session.cookie}) as resp:
             assert resp.status == 200
     await hashes(gateway)  # answered 403, so Turret logged in again and retried
-    (renewed,) = gateway.logins._sessions.values()
-    assert renewed is not session
+    renewed = gateway.login_state().session
+    assert renewed is not None and renewed is not session
 
 
 async def test_real_qbittorrent_duplicate_magnet_is_not_confirmed(

@@ -13,13 +13,12 @@ from turret.audit import Auditor
 from turret.connector import ResolverFactory, SessionPool
 from turret.exfil import TokenGuard
 from turret.httpserver import handler_args
-from turret.login import LoginSessions
 from turret.pipeline.request import Context, record_flood_summary
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
 from turret.web.capabilities import add_capability_routes
-from turret.web.keys import CONTEXT, LOGINS, REQUEST_IDS, STATS, UPSTREAMS, Stats
+from turret.web.keys import CONTEXT, REQUEST_IDS, STATS, UPSTREAMS, Stats
 from turret.web.middleware import error_middleware, no_version_banner
 from turret.web.proxy import add_proxy_routes
 
@@ -43,7 +42,6 @@ def create_app(
     app[CONTEXT] = Context(holder, auditor, AgentLimiter(clock), FloodGate(clock), TokenGuard())
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
-    app[LOGINS] = LoginSessions()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
     app.cleanup_ctx.append(_flood_summary_at_exit)
     app.on_response_prepare.append(no_version_banner)

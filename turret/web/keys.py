@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from turret.connector import SessionPool
-from turret.login import LoginSessions
 from turret.pipeline.request import Context
 from turret.requestids import RequestIds
 
@@ -22,7 +21,6 @@ class Stats:
 
 CONTEXT = web.AppKey("context", Context)
 UPSTREAMS = web.AppKey("upstreams", SessionPool)
-LOGINS = web.AppKey("logins", LoginSessions)
 REQUEST_IDS = web.AppKey("request_ids", RequestIds)
 STATS = web.AppKey("stats", Stats)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -8,12 +8,11 @@ import asyncio
 from aiohttp import web
 
 from turret.errors import BadRequest, PayloadTooLarge, RequestTimeout
-from turret.login import send_upstream
 from turret.model import Outbound, Service, UpstreamResponse
 from turret.pipeline.request import Incoming, Reply
 from turret.runtime import Runtime
-from turret.upstream import read_at_most
-from turret.web.keys import LOGINS, REQUEST_ID, UPSTREAMS
+from turret.upstream import read_at_most, send
+from turret.web.keys import REQUEST_ID, UPSTREAMS
 
 
 def incoming(request: web.Request) -> Incoming:
@@ -65,6 +64,5 @@ class AiohttpExchange:
 
     async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
         """Send `out` to `service` with its credential (the single way out)."""
-        app = self._request.app
-        return await send_upstream(app[UPSTREAMS], app[LOGINS], service, runtime, out)
-
+        provider = runtime.providers[service.name]
+        return await send(self._request.app[UPSTREAMS], provider, service, out, runtime.redactor)

@@ -1,4 +1,4 @@
-"""Sending a request with its service's credential, including services behind a WebUI login.
+"""The credential provider of services behind a WebUI login (qBittorrent).
 
 For `auth: {login: ...}` (qBittorrent) Turret logs in with `POST /api/v2/auth/login`, keeps the
 session cookie in memory for that service, sends it with each request, and logs in again when
@@ -16,25 +16,21 @@ answers of "wrong credentials" stops trying until the credential or the service 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-from multidict import CIMultiDict
 from yarl import URL
 
 from turret.authkinds import Injection
-from turret.connector import SessionPool
 from turret.echo import Redactor
 from turret.errors import BadGateway, GatewayTimeout, RequestError, ServiceUnavailable
-from turret.model import Outbound, Service, UpstreamResponse
-from turret.runtime import Runtime
-from turret.upstream import forward
+from turret.model import Service
+from turret.providers import ProviderBase, Scope, digest, fingerprint
 
 LOGIN_PATH = "/api/v2/auth/login"
 # qBittorrent < 5.2 calls its cookie SID; 5.2 and later QBT_SID_<port>.
@@ -99,104 +95,130 @@ def held_back(service: Service, backoff: Backoff, now: float) -> ServiceUnavaila
 
 @dataclass
 class Session:
-    """One login: the cookie, and a redactor for it built once rather than per request."""
+    """One login: the cookie, and its redactor and injection, built once rather than per call."""
 
     fingerprint: bytes
     cookie: str  # "NAME=value", as sent back in the Cookie header
     guard: Redactor = field(init=False)
+    injection: SessionInjection = field(init=False)
 
     def __post_init__(self) -> None:
         self.guard = Redactor([self.cookie.partition("=")[2], self.cookie])
+        self.injection = SessionInjection({"Cookie": self.cookie}, session=self)
 
     def __repr__(self) -> str:
         return "Session(<redacted>)"
 
 
 @dataclass
-class LoginSessions:
-    """Session cookies and login backoffs per service name, held only in memory."""
+class LoginState:
+    """One service's login: its session, its backoff, and the lock that makes a burst of calls
+    log in once. Held only in memory, and handed from one runtime to the next on reload."""
 
     clock: Callable[[], float] = time.monotonic
-    _sessions: dict[str, Session] = field(default_factory=dict)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    _backoffs: dict[str, Backoff] = field(default_factory=dict)
+    session: Session | None = None
+    backoff: Backoff | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    logged_in_at: float | None = None  # wall-clock time of the session's login
 
     def __repr__(self) -> str:
-        return f"LoginSessions(services={sorted(self._sessions)})"
+        return f"LoginState(session={self.session is not None}, backoff={self.backoff!r})"
 
-    async def get(
-        self,
-        http: aiohttp.ClientSession,
-        service: Service,
-        login: tuple[str, str],
-        stale: Session | None = None,
-    ) -> Session:
-        """The service's login session, logging in first if there is none or it is `stale`.
+
+@dataclass(frozen=True, repr=False)  # Injection's repr, which hides the values
+class SessionInjection(Injection):
+    """The Cookie header of one login session, with the session it came from."""
+
+    session: Session | None = field(default=None, compare=False)
+
+
+class LoginProvider(ProviderBase):
+    """A service behind qBittorrent's WebUI login: hands out the session cookie, logging in
+    (through the request's own client session, `Scope.via`) when there is none, and again when
+    the service answers 403."""
+
+    def __init__(
+        self, service: Service, login: tuple[str, str], state: LoginState | None = None
+    ) -> None:
+        self.name = service.name
+        self.service = service
+        self.state = state or LoginState()
+        self._login = login
+        self._built_at = time.time()
+        self._credential = digest(service.url, *login)  # a new URL or credential: a new login
+
+    def __repr__(self) -> str:
+        return f"LoginProvider({self.name!r}, {self.state!r})"
+
+    @property
+    def loaded_at(self) -> float:
+        """When the current session was logged in; when the provider was built, before that."""
+        return self.state.logged_in_at or self._built_at
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, non-reversible id of the session cookie (of the credential before a login)."""
+        session = self._current()
+        return fingerprint(session.cookie) if session else self._credential.hex()[:8]
+
+    def guarded(self) -> list[str]:
+        """The password, and the session cookie (value, and as sent) while it is valid."""
+        session = self._current()
+        cookie = [session.cookie.partition("=")[2], session.cookie] if session else []
+        return [self._login[1], *cookie]
+
+    async def injection(self, scope: Scope) -> Injection:
+        """The session cookie, logging in first if there is no session (or only an old one)."""
+        return (await self._session(scope, None)).injection
+
+    async def renew(self, scope: Scope, stale: Injection, status: int) -> Injection | None:
+        """On 403 (qBittorrent's answer to an expired session), a new login's cookie."""
+        if status != 403 or not isinstance(stale, SessionInjection):
+            return None
+        return (await self._session(scope, stale.session)).injection
+
+    def response_guard(self, injection: Injection) -> Redactor | None:
+        """The redactor of the session `injection` came from: its cookie is newer than the
+        runtime's redactor."""
+        session = injection.session if isinstance(injection, SessionInjection) else None
+        return session.guard if session else None
+
+    async def revoke(self) -> None:
+        """Forget the session: the next call logs in again (qBittorrent keeps it until expiry)."""
+        self.state.session = None
+
+    def _current(self) -> Session | None:
+        session = self.state.session
+        return session if session and session.fingerprint == self._credential else None
+
+    async def _session(self, scope: Scope, stale: Session | None) -> Session:
+        """The login session, logging in first if there is none or it is `stale`.
 
         One login at a time per service, so a burst of calls after expiry logs in once; after
         a failed login, calls are refused without a new attempt until its backoff is over.
         """
-        fingerprint = hashlib.sha256("\0".join((service.url, *login)).encode()).digest()
-        async with self._locks.setdefault(service.name, asyncio.Lock()):
-            current = self._sessions.get(service.name)
-            if current and current.fingerprint == fingerprint and current is not stale:
+        if scope.via is None:
+            raise TypeError("a login needs the request's client session (Scope.via)")
+        state, credential = self.state, self._credential
+        async with state.lock:
+            current = state.session
+            if current and current.fingerprint == credential and current is not stale:
                 return current
-            self._sessions.pop(service.name, None)
-            backoff = self._backoffs.get(service.name)
-            if backoff and backoff.fingerprint != fingerprint:
+            state.session = None
+            backoff = state.backoff
+            if backoff and backoff.fingerprint != credential:
                 backoff = None  # a new credential or URL: try it at once
-            if backoff and (refusal := held_back(service, backoff, self.clock())):
+            if backoff and (refusal := held_back(self.service, backoff, state.clock())):
                 raise refusal
             try:
-                cookie = await _login(http, service, login)
+                cookie = await _login(scope.via, self.service, self._login)
             except LoginFailed as failed:
-                now = self.clock()
-                self._backoffs[service.name] = next_backoff(backoff, fingerprint, failed.cause, now)
+                state.backoff = next_backoff(backoff, credential, failed.cause, state.clock())
                 raise failed.error from None
-            self._backoffs.pop(service.name, None)
-            session = Session(fingerprint, cookie)
-            self._sessions[service.name] = session
-            return session
-
-
-
-
-async def send_upstream(
-    pool: SessionPool,
-    sessions: LoginSessions,
-    service: Service,
-    runtime: Runtime,
-    out: Outbound,
-) -> UpstreamResponse:
-    """Forward `out` to `service` with its credential, logging in first where it needs that.
-
-    The client session is the one for the service's address policy, so the login goes through
-    the same address checks as the request."""
-    http = pool.session_for(service.address_policy)
-    injection = runtime.injections[service.name]
-    if injection.login is None:
-        return await forward(http, service, injection, runtime.redactor, out)
-    session = await sessions.get(http, service, injection.login)
-    result = await _with_session(http, service, runtime, out, session)
-    if result.status == 403:
-        session = await sessions.get(http, service, injection.login, stale=session)
-        result = await _with_session(http, service, runtime, out, session)
-    return result
-
-
-async def _with_session(
-    http: aiohttp.ClientSession, service: Service, runtime: Runtime, out: Outbound, session: Session
-) -> UpstreamResponse:
-    injection = Injection({"Cookie": session.cookie})
-    result = await forward(http, service, injection, runtime.redactor, out)
-    guard = session.guard
-    body, count = await guard.redact_async(result.body)
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in result.headers.items():
-        clean, n = guard.redact_text(value)
-        headers.add(name, clean)
-        count += n
-    return replace(result, headers=headers, body=body, redactions=result.redactions + count)
+            state.backoff = None
+            state.session = Session(credential, cookie)
+            state.logged_in_at = time.time()
+            return state.session
 
 
 async def _login(http: aiohttp.ClientSession, service: Service, login: tuple[str, str]) -> str:

@@ -1,4 +1,5 @@
-"""Downstream credentials: read by name from the systemd credentials directory, held redacted.
+"""Static credentials: read by name from the systemd credentials directory, held redacted, and
+handed out unchanged by a `StaticProvider` per service.
 
 systemd places each `LoadCredential=NAME:PATH` at `$CREDENTIALS_DIRECTORY/NAME`, readable only by
 the service. A credential the config references but that is missing or unusable stops start-up
@@ -9,16 +10,18 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote
 
-from turret.authkinds import credential_uses
+from turret.authkinds import Injection, credential_uses
 from turret.errors import CredentialError
 from turret.model import Config
+from turret.providers import ProviderBase, Scope, fingerprint
 from turret.secret import Secret
 
 MAX_CREDENTIAL_BYTES = 64 * 1024
-
 
 
 def credentials_directory(config: Config, override: str | None) -> str | None:
@@ -76,3 +79,30 @@ def _read(path: Path, use: str) -> Secret:
         return Secret(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError("is not valid UTF-8") from None
+
+
+class StaticProvider(ProviderBase):
+    """A service's credential as loaded at start or reload: the same injection for every use."""
+
+    def __init__(self, name: str, injection: Injection, loaded_at: float | None = None) -> None:
+        self.name = name
+        self.loaded_at = time.time() if loaded_at is None else loaded_at
+        self._injection = injection
+        self._fingerprint = fingerprint(*injection.values(), *(injection.query or ()))
+
+    def __repr__(self) -> str:
+        return f"StaticProvider({self.name!r}, {self._injection!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, non-reversible id of the credential (`turret.providers.fingerprint`)."""
+        return self._fingerprint
+
+    async def injection(self, scope: Scope) -> Injection:
+        """The service's injection, whatever the scope."""
+        return self._injection
+
+    def guarded(self) -> list[str]:
+        """The secret values the injection sends (a query value as it was before URL-encoding)."""
+        query = self._injection.query
+        return [*self._injection.values(), *((unquote(query[1]),) if query else ())]
