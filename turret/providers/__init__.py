@@ -14,12 +14,13 @@ import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Protocol
 
 from turret.authkinds import Injection
 from turret.echo import Redactor
+
+if TYPE_CHECKING:  # only a type here: the protocol module itself needs no HTTP client
+    import aiohttp
 
 # Fingerprints are keyed per process: one tells values apart within a run of Turret, and cannot
 # be tested against a guessed value (a plain hash could be).
