@@ -263,3 +263,21 @@ async def test_static_provider_optional_methods_are_no_ops() -> None:
     await provider.revoke()
     await provider.rotate()
     assert await provider.injection(SCOPE) is injection
+
+
+def test_build_runtime_hands_login_state_to_the_reloaded_runtime(tmp_path: Path) -> None:
+    config = load_config("""
+services:
+  qbit:
+    kind: qbittorrent
+    url: http://127.0.0.1:8080
+    auth: {login: {username: admin, password: {credential: pw}}}
+""")
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    first = build_runtime(config, str(tmp_path))
+    reloaded = build_runtime(config, str(tmp_path), previous=first)
+    fresh = build_runtime(config, str(tmp_path))
+    old, new, other = (r.providers["qbit"] for r in (first, reloaded, fresh))
+    assert isinstance(old, LoginProvider) and isinstance(new, LoginProvider)
+    assert isinstance(other, LoginProvider)
+    assert new.state is old.state and other.state is not old.state
