@@ -30,7 +30,8 @@ from turret.auth import new_token
 from turret.config import load_config
 from turret.echo import encodings
 from turret.httpserver import TurretRunner
-from turret.runtime import RuntimeHolder, build_runtime
+from turret.providers.build import build_runtime
+from turret.runtime import RuntimeHolder
 from turret.web.app import create_app
 
 # Every credential any test config references (the proxy suite's and the capability catalog's).

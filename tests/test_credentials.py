@@ -9,12 +9,12 @@ import pytest
 
 from turret.config import load_config
 from turret.errors import CredentialError
+from turret.providers.build import build_runtime
 from turret.providers.static import (
     MAX_CREDENTIAL_BYTES,
     credentials_directory,
     load_credentials,
 )
-from turret.runtime import build_runtime
 from turret.secret import Secret
 
 CONFIG = load_config("""

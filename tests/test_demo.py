@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from turret.audit import Auditor, LineSink
 from turret.config import load_config
 from turret.demo.__main__ import demo_upstream
-from turret.runtime import RuntimeHolder, build_runtime
+from turret.providers.build import build_runtime
+from turret.runtime import RuntimeHolder
 from turret.web.app import create_app
 
 

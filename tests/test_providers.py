@@ -27,9 +27,9 @@ from turret.model import Outbound, Service
 from turret.netpolicy import AddressPolicy
 from turret.paths import canonical_path
 from turret.providers import CredentialProvider, Scope, fingerprint
+from turret.providers.build import build_runtime, providers_for
 from turret.providers.login import LoginProvider, LoginState
 from turret.providers.static import StaticProvider
-from turret.runtime import build_runtime, providers_for
 from turret.secret import Secret
 from turret.upstream import send
 

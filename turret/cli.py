@@ -16,7 +16,7 @@ from turret.config import read_config
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError
 from turret.mcp import entry as mcp_entry
 from turret.model import AGENT_NAME
-from turret.runtime import build_runtime
+from turret.providers.build import build_runtime
 from turret.server import ServeOptions, serve
 
 EX_CONFIG = 78  # sysexits.h; the unit sets RestartPreventExitStatus=78 so it is not retried

@@ -28,8 +28,9 @@ from turret.config import read_config
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError, StateError
 from turret.httpserver import TurretRunner
 from turret.model import Config
+from turret.providers.build import build_runtime
 from turret.records import ERR, Event
-from turret.runtime import Runtime, RuntimeHolder, build_runtime
+from turret.runtime import Runtime, RuntimeHolder
 from turret.state import StateStore, resolve_state_dir
 from turret.systemd_glue import Notifier, activated_sockets, by_name, watchdog_interval
 from turret.web.app import create_app

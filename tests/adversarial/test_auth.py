@@ -10,7 +10,7 @@ import pytest
 
 from tests.adversarial.conftest import Hardened, MakeHardened, error_of
 from turret.config import load_config
-from turret.runtime import build_runtime
+from turret.providers.build import build_runtime
 from turret.web.keys import CONTEXT
 
 

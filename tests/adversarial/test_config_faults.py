@@ -12,7 +12,7 @@ import pytest
 
 from turret.config import load_config
 from turret.errors import ConfigError, CredentialError
-from turret.runtime import build_runtime
+from turret.providers.build import build_runtime
 
 SERVICE = "services:\n  s:\n    url: {url}\n    auth: {{bearer: gitea-token}}\n"
 

@@ -24,7 +24,7 @@ from mcp.shared.message import SessionMessage
 from tests.capabilities.conftest import CapGateway, capability_config, make_capability_gateway
 from tests.gateway import Canaries
 from turret.config import load_config
-from turret.runtime import build_runtime
+from turret.providers.build import build_runtime
 from turret.web.keys import CONTEXT
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,9 +26,10 @@ from turret.errors import AuditUnavailable, RequestError
 from turret.exfil import TokenGuard
 from turret.model import Outbound, Service, UpstreamResponse
 from turret.pipeline.request import Context, Incoming, Reply
+from turret.providers.build import build_runtime
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.records import INFO, Event, Fields
-from turret.runtime import Runtime, RuntimeHolder, build_runtime
+from turret.runtime import Runtime, RuntimeHolder
 
 AGENTS = ("opencode", "rollout", "other", "tight")
 NOWHERE = "http://127.0.0.1:9"  # never contacted: forward() is the test's

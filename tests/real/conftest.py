@@ -33,8 +33,9 @@ from turret.audit import Auditor, LineSink
 from turret.auth import new_token, token_sha256
 from turret.config import load_config
 from turret.echo import encodings
+from turret.providers.build import build_runtime
 from turret.providers.login import LoginProvider, LoginState
-from turret.runtime import RuntimeHolder, build_runtime
+from turret.runtime import RuntimeHolder
 from turret.web.app import create_app
 from turret.web.keys import CONTEXT
 

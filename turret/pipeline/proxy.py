@@ -9,6 +9,7 @@ forward (the echo guard runs on the answer) → record the outcome.
 from __future__ import annotations
 
 from turret.errors import BadRequest, Forbidden, RequestError
+from turret.headers import caller_headers
 from turret.model import Outbound, ProxyAction
 from turret.paths import canonical_path
 from turret.pipeline.request import (
@@ -24,7 +25,6 @@ from turret.pipeline.request import (
 )
 from turret.policy import Decision, decide
 from turret.principal import Principal
-from turret.upstream import caller_headers
 
 PROXY_PREFIX = "/v1/proxy/"
 

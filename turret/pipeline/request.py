@@ -17,13 +17,13 @@ from turret.auth import bearer_token
 from turret.echo import Redactor, wire_bytes
 from turret.errors import CredentialInRequest, Forbidden, RequestError, Unauthorized
 from turret.exfil import TokenGuard, carries_async, find_secret_async
+from turret.headers import method_override_parameter
 from turret.model import Outbound, Service, UpstreamResponse
 from turret.principal import Peer, Principal
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.records import NOTICE, Event, Recorder, RequestAudit
 from turret.runtime import Runtime, RuntimeHolder
 from turret.scrub import Scrubber
-from turret.upstream import method_override_parameter
 
 
 @dataclass(frozen=True)

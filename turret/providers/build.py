@@ -1,0 +1,56 @@
+"""Building a runtime: load the credentials a config references, one provider per service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from turret.auth import TokenIndex
+from turret.authkinds import Secrets
+from turret.echo import Redactor
+from turret.errors import CredentialError
+from turret.model import Config
+from turret.providers import CredentialProvider
+from turret.providers.login import LoginProvider
+from turret.providers.static import StaticProvider, credentials_directory, load_credentials
+from turret.runtime import PROCESS_PARAMS_KEY, Runtime
+
+
+def build_runtime(
+    config: Config, credentials_dir: str | None = None, previous: Runtime | None = None
+) -> Runtime:
+    """Load the credentials `config` references and derive the runtime; fail closed.
+
+    `previous` is the runtime this one replaces on reload: its login state carries over."""
+    secrets = load_credentials(config, credentials_directory(config, credentials_dir))
+    try:
+        tokens = TokenIndex(config.agents, secrets)
+    except ValueError as exc:
+        raise CredentialError([str(exc)]) from None
+    providers = providers_for(config, secrets, previous.providers if previous else {})
+    guarded = [s.reveal() for s in secrets.values()]
+    for provider in providers.values():
+        guarded.extend(provider.guarded())
+    key = secrets[config.params_key].reveal().encode() if config.params_key else PROCESS_PARAMS_KEY
+    for agent in config.agents.values():
+        _ = agent.proxy_index  # built here, at load, rather than by an agent's first request
+    return Runtime(config, tokens, providers, Redactor(guarded), key)
+
+
+def providers_for(
+    config: Config, secrets: Secrets, previous: Mapping[str, CredentialProvider]
+) -> dict[str, CredentialProvider]:
+    """One provider per service, from its auth kind and the loaded `secrets`.
+
+    A login provider takes over the login state (session, backoff) of the `previous` runtime's
+    provider of the same service: a reload neither logs in again nor forgets a backoff. A
+    changed URL or credential is still tried at once (the state is checked against them)."""
+    providers: dict[str, CredentialProvider] = {}
+    for name, service in config.services.items():
+        injection = service.auth.injection(secrets)
+        if injection.login is None:
+            providers[name] = StaticProvider(name, injection)
+            continue
+        old = previous.get(name)
+        state = old.state if isinstance(old, LoginProvider) else None
+        providers[name] = LoginProvider(service, injection.login, state)
+    return providers
