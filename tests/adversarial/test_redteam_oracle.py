@@ -13,17 +13,30 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import ClientResponse
+from yarl import URL
 
 from tests.adversarial.conftest import Hardened, MakeHardened
-from tests.adversarial.test_oracle import FORMS, decoy
+from tests.adversarial.test_oracle import (
+    FORMS,
+    _call,
+    _cap_secrets,
+    _proxy_request,
+    _question,
+    capgw,
+    decoy,
+)
+from tests.capabilities.conftest import CapGateway
 from turret.auth import new_token
 
 SECRETS = ("credential", "own-token", "other-agents-token", "token-shaped")
 _VARYING = {"date", "x-request-id"}
+__all__ = ["capgw"]  # the capability gateway fixture, shared with the issue-10 oracle tests
 
 
 async def full_answer(resp: ClientResponse) -> tuple[int, list[tuple[str, str]], str]:
@@ -141,3 +154,74 @@ async def test_redteam_oracle_over_rate_answered_identically(
         answers.append((status, [h for h in headers if h[0] != "retry-after"], body, len(retry)))
     assert all(a == answers[0] for a in answers), answers
     assert answers[0][0] == 429
+
+
+# --- the issue-10 positions, with the spellings the red team added to the guards --------------
+
+
+def _fullwidth(s: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if 0x21 <= ord(c) <= 0x7E else c for c in s)
+
+
+NEW_FORMS: dict[str, Callable[[str], str]] = {
+    "fullwidth-pct": lambda v: quote(_fullwidth(v), safe=""),
+    "quoted-printable": lambda v: "".join(f"={b:02X}" for b in v.encode()),
+    "zero-width-pct": lambda v: quote(v[:5] + "\u200b" + v[5:], safe=""),
+    "markup-split-pct": lambda v: quote(v[:5] + "<b></b>" + v[5:], safe=""),
+    "newline-split-pct": lambda v: v[:12] + "%0A" + v[12:],
+}
+PROXY_POSITIONS = ["path", "query", "header-value", "body", "unknown-endpoint", "whoami-query"]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize("position", PROXY_POSITIONS)
+async def test_redteam_oracle_new_spellings_in_denied_proxy_requests(
+    hardened: Hardened, position: str, secret: str
+) -> None:
+    for token in (hardened.token, hardened.other_token):
+        await hardened.request("GET", "/v1/whoami", headers=hardened.auth(token))
+    value = _secret(hardened, secret)
+    for form, encode in NEW_FORMS.items():
+        answers = []
+        for sent in (value, decoy(value)):
+            method, target, kwargs = _proxy_request(position, encode(sent))
+            answers.append(await full_answer(await hardened.request(method, target, **kwargs)))
+        assert answers[0] == answers[1], (form, answers)
+    assert hardened.upstream.received == []
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize(
+    "position", ["denied-by-name-value", "denied-by-rule", "invalid-value", "query"]
+)
+async def test_redteam_oracle_new_spellings_in_refused_capability_calls(
+    capgw: CapGateway, position: str, secret: str
+) -> None:
+    value = _cap_secrets(capgw)[secret]
+    for form, encode in NEW_FORMS.items():
+        answers = []
+        for sent in (value, decoy(value)):
+            agent, target, body = _call(position, encode(sent))
+            url = URL(str(capgw.client.make_url("")).rstrip("/") + target, encoded=True)
+            resp = await capgw.client.session.post(url, data=body, headers=capgw.auth(agent))
+            answers.append(await full_answer(resp))
+        assert answers[0] == answers[1], (form, answers)
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize(
+    "position", ["denied-path", "granted-path", "report-mode-path", "param-value"]
+)
+async def test_redteam_oracle_new_spellings_in_explain(
+    capgw: CapGateway, position: str, secret: str
+) -> None:
+    value = _cap_secrets(capgw)[secret]
+    agent = "rollout" if position == "report-mode-path" else "opencode"
+    for form, encode in NEW_FORMS.items():
+        answers = []
+        for sent in (value, decoy(value)):
+            resp = await capgw.client.post(
+                "/v1/explain", data=_question(position, encode(sent)), headers=capgw.auth(agent)
+            )
+            answers.append(await full_answer(resp))
+        assert answers[0] == answers[1], (form, answers)
