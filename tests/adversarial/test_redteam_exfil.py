@@ -143,3 +143,20 @@ def test_redteam_exfil_standard_alphabet_token_cut_out_exactly() -> None:
     """The wider alphabet covers only the token's own 43 characters: `/b` after it stays."""
     text = "/a/" + _standard(TOKEN) + "/b"
     assert scrub_text(text, (TokenGuard().redactor,)) == "/a/[REDACTED]/b"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Cookie", "X-Forwarded-For", "X-Forwarded-Host", "Forwarded", "Via", "Referer", "Origin"],
+)
+async def test_redteam_exfil_gateway_token_in_hop_headers_never_reaches_upstream(
+    hardened: Hardened, header: str
+) -> None:
+    """Refused, or the header dropped: either way the upstream never sees the token."""
+    token = hardened.other_token
+    value = f"a={token}" if header == "Cookie" else f"http://x/{_standard(token)}"
+    resp = await hardened.request("GET", "/v1/proxy/gitea/api/v1/user", headers={header: value})
+    assert resp.status in {200, 403}
+    seen = "".join(f"{r.raw_path}{r.header_items}{r.body!r}" for r in hardened.upstream.received)
+    assert token[len(TOKEN_PREFIX) :] not in seen
+    assert _standard(token)[len(TOKEN_PREFIX) :] not in seen
