@@ -147,3 +147,27 @@ async def test_redteam_paths_dot_segment_never_reaches_upstream(
     resp = await gw.request("GET", "/v1/proxy/gitea/files/..%20/api/v1/user")
     assert resp.status == 400
     assert gw.upstream.received == []
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "x%25EF%25BC%258Fy",  # fullwidth solidus, percent-encoded twice
+        "x%2525EF%2525BC%25258Fy",  # ... three times
+        "x%EF%BC%852Fy",  # fullwidth percent sign + "2F": NFKC then decode reads "/"
+        "x%EF%BC%85%EF%BC%92%EF%BC%A6y",  # all three fullwidth
+        "%25EF%25BC%258E%25EF%25BC%258E",  # fullwidth dots, encoded twice
+        "%EF%BC%85%32%65%EF%BC%85%32%65",  # fullwidth "%" then "2e", twice
+        "x%EF%B9%A8y",  # small reverse solidus
+        "%E2%80%A4%E2%80%A4",  # one dot leader, twice
+        "%E2%80%A5",  # two dot leader
+        "%EF%B9%92",  # small full stop
+        "%C0%AE%C0%AE",  # overlong UTF-8 dots
+        "..%5C",
+        "..%255c",
+    ],
+)
+def test_redteam_paths_separators_at_every_depth_refused(segment: str) -> None:
+    """Held before the red team: pinned so they keep holding."""
+    with pytest.raises(BadRequest):
+        canonical_path(f"/files/{segment}/admin")
