@@ -4,9 +4,9 @@ An upstream may reflect what it received (a debug endpoint, an error page quotin
 a redirect URL), and an agent may try to smuggle a secret out. The guard is decode-then-scan:
 the data is normalised into each view a client could read (`turret.views`), and each view is
 searched, in one pass, by a multi-pattern automaton built once per `Redactor` for the plain
-forms of every value: raw, URL-encoded, JSON- and HTML-escaped, UTF-16/32, base64 in both
-alphabets (also embedded in a longer base64 text) and hex in any letter case. Each view is also
-searched with whitespace removed (base64 and hex wrapped at any line length).
+forms of every value and of its NFKC form: raw, URL-encoded, JSON- and HTML-escaped, UTF-16/32,
+base64 in both alphabets (also embedded in a longer base64 text) and hex in any letter case.
+Each view is also searched with whitespace removed (base64 and hex wrapped at any line length).
 
 `redact` replaces, in place, every occurrence of those forms in the raw bytes; what is left that
 a decoded view still shows cannot be cut out without knowing how the client decodes, so then
@@ -21,6 +21,7 @@ import binascii
 import html
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 from urllib.parse import quote, quote_plus
@@ -87,9 +88,19 @@ def wide_forms(value: bytes) -> set[bytes]:
         return set()
 
 
+def normal_forms(value: bytes) -> set[bytes]:
+    """`value`, and its NFKC form if that differs: the HTML view normalises what it reads, and
+    a value with its compatibility characters folded still gives all the rest of it away."""
+    text = value.decode("utf-8", "surrogateescape")
+    return {value, unicodedata.normalize("NFKC", text).encode("utf-8", "surrogateescape")}
+
+
 def literal_forms(value: bytes) -> set[bytes]:
-    """The forms the automaton searches for: text forms and UTF-16/32, each also in base64."""
-    plain = text_forms(value) | wide_forms(value)
+    """The forms the automaton searches for: text forms and UTF-16/32 of `value` and of its
+    NFKC form, each also in base64."""
+    plain: set[bytes] = set()
+    for form in normal_forms(value):
+        plain |= text_forms(form) | wide_forms(form)
     return plain.union(*(base64_forms(form) for form in plain))
 
 

@@ -8,9 +8,9 @@ and HTML-unescaped, UTF-16/32, base64, hex...).
 
 What is searched for: every loaded credential (service credentials and `token_credential` agent
 tokens) and the injected header values (the runtime's echo-guard `Redactor`); every agent token
-presented since start; and anything shaped like an agent token (`turret_` and at least 43
-url-safe base64 characters), whatever its digest, so a `token_sha256` agent's token is guarded
-before that agent was ever seen.
+presented since start, also without its prefix; and anything shaped like an agent token
+(`turret_` and at least 43 base64 characters of either alphabet), whatever
+its digest, so a `token_sha256` agent's token is guarded before that agent was ever seen.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from turret.auth import TOKEN_ALPHABET, TOKEN_BODY_LENGTH, TOKEN_PREFIX
 from turret.echo import THRESHOLD, Redactor, offload, wire_bytes
 from turret.shapes import Shape
 
-TOKEN_SHAPE = Shape(TOKEN_PREFIX.encode(), TOKEN_ALPHABET.encode(), TOKEN_BODY_LENGTH)
+# The token in the standard base64 alphabet (`+` and `/` for `-` and `_`) is the same 32 bytes.
+TOKEN_SHAPE = Shape(TOKEN_PREFIX.encode(), TOKEN_ALPHABET.encode(), TOKEN_BODY_LENGTH, also=b"+/")
 
 
 class TokenGuard:
@@ -33,9 +34,10 @@ class TokenGuard:
         self.redactor = Redactor([], shapes=(TOKEN_SHAPE,))
 
     def remember(self, token: str) -> None:
-        """Guard `token` by value too (a token of another form would not match the shape)."""
+        """Guard `token` by value too (a token of another form would not match the shape), and
+        its random part alone: without the well-known prefix it is still the token."""
         if token not in self._tokens:
-            self._tokens.add(token)
+            self._tokens |= {token, token.removeprefix(TOKEN_PREFIX)}
             self.redactor = Redactor(self._tokens, shapes=(TOKEN_SHAPE,))
 
 

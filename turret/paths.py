@@ -3,11 +3,15 @@
 `canonical_path` turns the raw path an agent sent into one canonical form, or refuses it. The
 policy checks that form and the proxy sends exactly that form upstream, so what was checked is
 what is requested. Anything an upstream might read differently from us is refused rather than
-guessed at: dot segments in any encoding, empty segments, encoded separators, control characters.
+guessed at: dot segments in any encoding (also `.. `, `...`, `..;x`, `..%3F`: what an upstream
+that trims or cuts a segment reads as one), empty segments, encoded separators, control
+characters.
 
 Each segment also has a *folded* reading (`CanonicalPath.folded`): percent-decoded again, NFKC
 normalised, case-folded, default-ignorable characters removed, repeated until nothing changes.
-It is what an upstream that normalises everything would read. Deny rules match it as well as the
+It is what an upstream that normalises everything would read, and then trims as the most
+lenient do (`upstream_reading`: cut at `;`, `?`, `#`; trailing dots and blanks and `::$DATA`
+dropped; a segment left empty merged away). Deny rules match it as well as the
 canonical form (`PathGlob.covers`); grants match the canonical form only.
 
 Globs match in linear time, without backtracking. A glob is a sequence of *runs* of
@@ -33,6 +37,7 @@ from typing import Generic, TypeVar
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from turret.errors import BadRequest
+from turret.views import IGNORABLE
 
 # RFC 3986 pchar, minus "%" (handled as escapes): what may appear unencoded in a segment.
 _RAW_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%]*")
@@ -42,16 +47,14 @@ _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # read it as a space), so the canonical form means the same to every upstream.
 _SAFE = "-._~!$&'()*,=:@"
 _MAX_DECODE_DEPTH = 8
-# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): NFKC_Casefold removes
-# them, so "ad<SOFT HYPHEN>min" is "admin" to an upstream that applies it.
-_IGNORABLE = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0000-\U000e0fff]"
-)
 # The two letters that a per-character case-insensitive comparison (Java's equalsIgnoreCase,
 # .NET's invariant culture) equates with ASCII "i" but casefold() does not.
 _SIMPLE_CASE = str.maketrans({"\u0130": "i", "\u0131": "i"})
+# What ends a segment, or the path, to a lenient upstream: a path parameter (servlet
+# containers cut `;jsessionid=...`), a `?` or `#` a decoding proxy re-parses as query or fragment.
+_SEGMENT_END = re.compile(r"[;?#]")
+# Windows (IIS, .NET) reads `name::$DATA` (a file's default NTFS stream) as `name`.
+_STREAM = "::$data"
 MAX_GLOB_CHARS = 1024
 MAX_GLOB_WILDCARDS = 16
 T = TypeVar("T")
@@ -69,9 +72,17 @@ class CanonicalPath:
 
     @cached_property
     def folded(self) -> tuple[str, ...]:
-        """The segments as an upstream that decodes, NFKC-normalises and case-folds reads them;
-        computed on first use (only deny rules need it)."""
-        return tuple(_folded_readings(s)[-1] for s in self.segments)
+        """The segments as an upstream that decodes, NFKC-normalises, case-folds and trims them
+        reads them (`upstream_reading`), a segment read as empty merged away and the path ended
+        at a decoded `?` or `#`; computed on first use (only deny rules need it)."""
+        read: list[str] = []
+        for segment in self.segments:
+            folded = _folded_readings(segment)[-1]
+            if reading := upstream_reading(folded):
+                read.append(reading)
+            if "?" in folded or "#" in folded:
+                break
+        return tuple(read)
 
     def __str__(self) -> str:
         return self.encoded
@@ -127,8 +138,30 @@ def _check_level(value: bytes) -> None:
         _check_decoded(unicodedata.normalize("NFKC", text).encode("utf-8"))
 
 
+def upstream_reading(segment: str) -> str:
+    """A segment as a lenient upstream reads it: cut at `;`, `?` or `#`, without leading
+    blanks, an NTFS `::$DATA` suffix, or trailing dots and blanks."""
+    head = _without_stream(_SEGMENT_END.split(segment, 1)[0].lstrip())
+    end = len(head)
+    while end and (head[end - 1] == "." or head[end - 1].isspace()):  # Windows drops them
+        end -= 1
+    return head[:end]
+
+
+def _without_stream(text: str) -> str:
+    return text[: -len(_STREAM)] if text[-len(_STREAM) :].lower() == _STREAM else text
+
+
+def _is_dot_segment(value: bytes) -> bool:
+    """`.` or `..` to some upstream: only dots once cut and trimmed (`.. `, `...`, `..;x`,
+    `..?`, `..::$DATA`)."""
+    head = _SEGMENT_END.split(value.decode("utf-8", "replace"), 1)[0].strip()
+    head = _without_stream(head).strip()
+    return head != "" and head.strip(".") == ""
+
+
 def _check_decoded(value: bytes) -> None:
-    if value.split(b";", 1)[0] in (b".", b".."):
+    if _is_dot_segment(value):
         raise BadRequest("dot segments ('.', '..') are not allowed in a path")
     if b"/" in value or b"\\" in value:
         raise BadRequest("encoded '/' or '\\' is not allowed in a path segment")
@@ -142,7 +175,7 @@ def _fold(text: str) -> str:
     if text.isascii():
         return text.lower()
     text = unicodedata.normalize("NFKC", text).translate(_SIMPLE_CASE).casefold()
-    return unicodedata.normalize("NFKC", _IGNORABLE.sub("", text))
+    return unicodedata.normalize("NFKC", IGNORABLE.sub("", text))
 
 
 def _folded_readings(text: str) -> list[str]:
@@ -184,7 +217,7 @@ class _SegmentGlob:
         return True
 
     def folded(self) -> _SegmentGlob:
-        return _SegmentGlob(tuple(_folded_readings(p)[-1] for p in self.pieces))
+        return _SegmentGlob(tuple(upstream_reading(_folded_readings(p)[-1]) for p in self.pieces))
 
 
 _Run = tuple[_SegmentGlob, ...]

@@ -12,7 +12,10 @@ Views made, and how they compose (a constant number, so scanning stays linear in
 - on each of those, `ROUNDS` rounds of the unescaping steps, each applied to the previous
   result: percent-decoding (also with `+` as a space, as a side view), JSON/JavaScript/Python
   string escapes (`\\uXXXX` incl. surrogate pairs, `\\u{...}`, `\\UXXXXXXXX`, `\\xNN`, octal,
-  `\\/` and the one-letter escapes) and HTML/XML character references (named, decimal, hex).
+  `\\/` and the one-letter escapes), MIME quoted-printable (`=XX`, soft line breaks) and the
+  reading of HTML/XML text (markup and CDATA markers removed, character references decoded,
+  default-ignorable characters such as zero-width spaces and soft hyphens removed, NFKC
+  normalised: what a parser, a renderer or a Unicode-normalising reader shows).
   Any composition of up to `ROUNDS` of these steps, in any order, is undone (deeper percent
   nesting too: a percent step decodes up to `PERCENT_DEPTH` levels).
 
@@ -26,6 +29,7 @@ import codecs
 import html
 import html.entities
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
@@ -92,15 +96,47 @@ _HTML_REF = re.compile(
 )
 
 
+# Markup a parser drops from the text: CDATA markers (their content is text), then tags and
+# comments. `[^<>]*` stops at the next bracket, so a failed attempt costs no rescan: linear.
+_MARKUP = re.compile(rb"<!\[CDATA\[|\]\]>|<[^<>]*>")
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible when rendered
+# and removed by NFKC_Casefold, so "ad<SOFT HYPHEN>min" reads as "admin".
+IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
+)
+
+
 def unescape_html(data: bytes) -> bytes | None:
-    """`data` with HTML/XML character references decoded, or None if it has none."""
-    if b"&" not in data:
+    """`data` as a reader of HTML/XML text sees it, or None if nothing there can change it:
+    markup removed, character references decoded, default-ignorable characters removed and
+    compatibility characters (fullwidth letters, ligatures, math alphanumerics) NFKC-folded."""
+    if b"&" not in data and b"<" not in data and data.isascii():
         return None
+    if b"<" in data:
+        data = _MARKUP.sub(b"", data)
     text = data.decode("utf-8", "surrogateescape")
     # html.unescape maps surrogate and out-of-range references to U+FFFD, so only the
     # surrogateescape'd original bytes are surrogates here.
-    decoded = _HTML_REF.sub(lambda m: html.unescape(m[0]), text)
-    return decoded.encode("utf-8", "surrogateescape")
+    if "&" in text:
+        text = _HTML_REF.sub(lambda m: html.unescape(m[0]), text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", IGNORABLE.sub("", text))
+    return text.encode("utf-8", "surrogateescape")
+
+
+# Quoted-printable (RFC 2045): `=XX` is a byte, `=` at the end of a line (after optional
+# blanks) is a soft line break. Encoded words (`=?utf-8?q?...?=`) use the same escapes.
+_QP = re.compile(rb"=(?:[ \t]*\r?\n|([0-9A-Fa-f]{2}))")
+
+
+def unescape_qp(data: bytes) -> bytes | None:
+    """`data` with quoted-printable escapes and soft line breaks undone, or None if it has
+    no `=`."""
+    if b"=" not in data:
+        return None
+    return _QP.sub(lambda m: bytes([int(m[1], 16)]) if m[1] else b"", data)
 
 
 def percent_decoded(data: bytes) -> Iterator[bytes]:
@@ -142,7 +178,7 @@ def _unescape_steps(view: bytes) -> Iterator[bytes]:
         # string escapes: `&colon;\ ` reads as `:\ ` to it, though `\ ` unescapes away.
         html_only = unescape_html(current)
         step: Callable[[bytes], bytes | None]
-        for step in (unescape_string, unescape_html):
+        for step in (unescape_string, unescape_qp, unescape_html):
             decoded_or_none = step(current)
             if decoded_or_none is not None and decoded_or_none != current:
                 yield decoded_or_none
@@ -164,5 +200,6 @@ def views(data: bytes) -> Iterator[bytes]:
 
 def max_views() -> int:
     """An upper bound on how many views `views` makes of any input: the linearity guarantee."""
-    per_round = PERCENT_DEPTH * 2 + 3  # percent chain, its `+` side views, string, HTML, HTML alone
+    # percent chain, its `+` side views, string, quoted-printable, HTML, HTML alone
+    per_round = PERCENT_DEPTH * 2 + 4
     return 1 + (1 + len(_WIDE)) * (1 + ROUNDS * per_round)
