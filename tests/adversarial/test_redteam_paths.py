@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 
 from tests.adversarial.conftest import MakeHardened
-from turret.config import Agent, load_config
+from turret.config import load_config
 from turret.errors import BadRequest
+from turret.model import Agent
 from turret.paths import canonical_path
 from turret.policy import decide_proxy
 
