@@ -14,6 +14,7 @@ from typing import Any
 from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
+from turret.config.admin import read_admin
 from turret.config.checker import Checker
 from turret.config.proxy import read_proxy_grant
 from turret.config.yamlload import join, read_yaml
@@ -24,6 +25,7 @@ from turret.model import (
     LISTEN_TCP,
     NAME,
     SHA256_HEX,
+    AdminSettings,
     Agent,
     Capability,
     Config,
@@ -80,6 +82,7 @@ class _ConfigReader(Checker):
                 "groups",
                 "audit",
                 "limits",
+                "admin",
             },
         )
         if top is None:
@@ -104,7 +107,10 @@ class _ConfigReader(Checker):
             for n, a in agents.items()
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
-        return Config(listen, creds_dir, services, agents, caps, groups, params_key, limits)
+        admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
+        return Config(
+            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin
+        )
 
     def listen(self, path: str, value: Any) -> str | None:
         text = self.string(path, value)
