@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,9 @@ def call_for(args: argparse.Namespace) -> Call:
         case "status" | "agents":
             return Call("GET", args.command)
         case "revoke" | "unrevoke":
-            return Call("POST", f"agents/{args.agent}/{args.command}", reason)
+            # Quoted whole: a name is one path segment, never `../seal`.
+            agent = urllib.parse.quote(args.agent, safe="")
+            return Call("POST", f"agents/{agent}/{args.command}", reason)
         case _:
             return Call("POST", args.command, reason)
 
