@@ -104,7 +104,10 @@ async def request(socket_path: str, call: Call) -> tuple[int, Any]:
             ) as resp,
         ):
             return resp.status, await resp.json(content_type=None)
-    except aiohttp.ServerDisconnectedError:
+    except aiohttp.ClientConnectorError as exc:
+        raise Unreachable(f"{socket_path}: Turret is not reachable ({exc})") from None
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        # Connected, then closed before any answer: what Turret does to a peer it refuses.
         raise Unreachable(
             f"{socket_path}: Turret closed the connection unanswered (is this uid allowed? "
             "root, Turret's own user, admin.allow_uids and admin.allow_group are)"

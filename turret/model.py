@@ -121,6 +121,7 @@ class Config:
     params_key: str | None = None  # credential keying the audit's parameter hashes
     limits: ServerLimits = field(default_factory=ServerLimits)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
 
 
 

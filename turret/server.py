@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
-import hashlib
 import logging
 import os
 import signal
@@ -137,7 +136,6 @@ class Gateway:
         # Opened and closed by `serve`; kept across reloads (it is not part of the Runtime).
         self.state = state
         self.started_at = time.time()
-        self.config_digest = _digest(options.config_path)
         self.apps = {name: factory(self) for name, factory in APPS.items()}
         self.app = self.apps[AGENTS]
         self.notifier = Notifier()
@@ -218,7 +216,7 @@ class Gateway:
         return Facts(
             __version__,
             self.started_at,
-            self.config_digest,
+            self.config.digest,
             self.last_reload,
             self.auditor.sink_kind,
             self.app[STATS].in_flight,
@@ -271,7 +269,6 @@ class Gateway:
         if config.listen != self.config.listen:
             log.warning("listen: changes take effect on restart, not on reload")
         self.holder.current = runtime
-        self.config_digest = _digest(self.options.config_path)
         self.last_reload = f"ok at {at}"
         self.notifier.ready(self.status())
         return True
@@ -384,14 +381,6 @@ async def _listen_admin(runner: web.AppRunner, path: str, group: str | None) -> 
         except (KeyError, PermissionError) as exc:
             log.warning("admin socket: cannot give group %s access: %s", group, exc)
     os.chmod(path, mode)  # noqa: PTH101 - one call at start-up, not worth a Path
-
-
-def _digest(path: str) -> str:
-    """The config file's SHA-256 (first 16 hex), or "-" if it cannot be read now."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError:
-        return "-"
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -6,6 +6,7 @@ reported with its dotted key path and line, all at once, and Turret refuses to s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -54,7 +55,7 @@ def load_config(text: str) -> Config:
     config = checker.config(doc.data)
     if checker.issues or config is None:
         raise ConfigError(checker.issues)
-    return config
+    return replace(config, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
 # Per-service numbers: default, lowest, highest, whether an integer.
