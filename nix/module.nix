@@ -21,6 +21,7 @@ let
     mkEnableOption
     mkIf
     mkOption
+    optionalAttrs
     showOption
     subtractLists
     types
@@ -40,6 +41,17 @@ let
     "turret"
     "credentials"
   ];
+  adminLoc = [
+    "services"
+    "turret"
+    "admin"
+  ];
+  # The admin socket's path is fixed: `turret status` and friends find it there by default.
+  adminSocket = "/run/turret/admin.sock";
+  # `admin:` in the config: who besides root and Turret's own uid may use the admin socket.
+  adminSettings =
+    optionalAttrs (cfg.admin.allowUids != [ ]) { allow_uids = cfg.admin.allowUids; }
+    // optionalAttrs (cfg.admin.allowGroup != null) { allow_group = cfg.admin.allowGroup; };
 
   # One source of truth: the same directives as the unit for other distributions.
   hardening = turretLib.hardeningFromFile ../systemd/turret.service;
@@ -47,7 +59,9 @@ let
   # `NAME:PATH` for each credential: the LoadCredential= lines, and what a restart follows.
   credentialLines = mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
 
-  renderedSettings = turretLib.stripNulls cfg.settings;
+  renderedSettings =
+    turretLib.stripNulls cfg.settings
+    // optionalAttrs (adminSettings != { }) { admin = adminSettings; };
   uncheckedConfigFile = settingsFormat.generate "turret-unchecked.yaml" renderedSettings;
   # A config Turret would refuse to start with fails the build instead (credentials are not
   # needed for the check, and are not available at build time anyway).
@@ -268,6 +282,28 @@ in
       default = true;
       description = "Check the generated config with `turret check-config` at build time.";
     };
+
+    admin = {
+      allowUids = mkOption {
+        type = types.listOf types.ints.unsigned;
+        default = [ ];
+        description = ''
+          Uids besides root that may use the admin socket (`turret status`, `turret revoke`,
+          `turret killswitch`, ...). Turret checks each connection's SO_PEERCRED uid; the socket
+          itself is root's (0600) unless `allowGroup` is set, so a uid listed here also needs
+          access to it (through `allowGroup`).
+        '';
+      };
+      allowGroup = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "wheel";
+        description = ''
+          A group whose members may use the admin socket: the socket becomes root:GROUP 0660 and
+          Turret accepts a connection whose uid is in the group (primary or supplementary).
+        '';
+      };
+    };
   };
 
   config = mkIf cfg.enable {
@@ -277,6 +313,16 @@ in
       ++ grantAssertions
       ++ agentAssertions
       ++ [
+        {
+          assertion = !(cfg.settings ? admin);
+          message = "${showOption (settingsLoc ++ [ "admin" ])} must not be set: use ${showOption (adminLoc ++ [ "allowUids" ])} and ${showOption (adminLoc ++ [ "allowGroup" ])} (the admin socket is ${adminSocket}, from turret-admin.socket).";
+        }
+        {
+          assertion =
+            cfg.admin.allowGroup == null
+            || builtins.match "[a-z_][a-z0-9_-]{0,31}" cfg.admin.allowGroup != null;
+          message = "${showOption (adminLoc ++ [ "allowGroup" ])} = \"${toString cfg.admin.allowGroup}\" is not a group name (a-z, 0-9, _ and -, starting with a letter or _).";
+        }
         {
           assertion = (cfg.settings.credentials_dir or null) == null;
           message = "${showOption (settingsLoc ++ [ "credentials_dir" ])} must not be set: the module gives Turret its credentials through LoadCredential= ($CREDENTIALS_DIRECTORY); use ${showOption credentialsLoc}.";
@@ -294,6 +340,8 @@ in
       ) (subtractLists referencedNames providedNames);
 
     environment.etc."turret/turret.yaml".source = configFile;
+    # `turret status`, `turret revoke`, ... on the operator's PATH; they use ${adminSocket}.
+    environment.systemPackages = [ cfg.package ];
 
     users.groups = mkIf (cfg.socketGroup == "turret-agents") { turret-agents = { }; };
 
@@ -311,11 +359,30 @@ in
       };
     };
 
+    # The admin socket: root's alone unless admin.allowGroup opens it to a group; Turret also
+    # checks every connection's SO_PEERCRED uid. It serves the admin API only.
+    systemd.sockets.turret-admin = {
+      description = "Turret credential gateway admin socket";
+      wantedBy = [ "sockets.target" ];
+      listenStreams = [ adminSocket ];
+      socketConfig = {
+        FileDescriptorName = "admin";
+        Service = "turret.service";
+        SocketUser = "root";
+        SocketGroup = if cfg.admin.allowGroup == null then "root" else cfg.admin.allowGroup;
+        SocketMode = if cfg.admin.allowGroup == null then "0600" else "0660";
+        DirectoryMode = "0755";
+      };
+    };
+
     systemd.services.turret = {
       description = "Turret credential gateway for LLM agents";
       requires = [ "turret.socket" ];
+      # The admin socket is wanted, not required: Turret serves agents without it.
+      wants = [ "turret-admin.socket" ];
       after = [
         "turret.socket"
+        "turret-admin.socket"
         "network.target"
       ];
       # A changed config is applied by reload; changed credentials need a restart, because
@@ -327,6 +394,11 @@ in
       serviceConfig = hardening // {
         Type = "notify";
         ExecStart = "${cfg.package}/bin/turret serve --config ${configPath}";
+        # Each socket is served by the API its FileDescriptorName= names (agents, admin).
+        Sockets = [
+          "turret.socket"
+          "turret-admin.socket"
+        ];
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         LoadCredential = credentialLines;
         Restart = "on-failure";

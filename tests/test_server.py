@@ -409,7 +409,7 @@ async def test_serve_socket_activated_on_tcp_and_unix_both_named_agents_ignores_
     [
         (["--fdname=turret.socket:turret.socket"], "turret.socket"),  # systemd's default name
         ([], "unknown"),  # no LISTEN_FDNAMES at all
-        (["--fdname=agents:admin"], "admin"),  # one stranger refuses the agents' socket too
+        (["--fdname=agents:metrics"], "metrics"),  # one stranger refuses the agents' socket too
     ],
 )
 async def test_serve_socket_activated_under_an_unknown_name_refuses_to_start(
@@ -429,7 +429,7 @@ async def test_serve_socket_activated_under_an_unknown_name_refuses_to_start(
     assert not any("READY=1" in lines for lines in turret.notify.drain())
     stderr = (turret.dir / "stderr").read_text()
     assert f"is named {stranger!r}" in stderr
-    assert "FileDescriptorName= must be one of: agents" in stderr
+    assert "FileDescriptorName= must be one of: admin, agents" in stderr
     (record,) = turret.audit()
     assert record["TURRET_EVENT"] == "config_error"
     assert record["MESSAGE"] == "refusing to start: cannot listen"

@@ -13,6 +13,7 @@ import pytest
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE, SOCKET = UNITS / "turret.service", UNITS / "turret.socket"
+ADMIN_SOCKET = UNITS / "turret-admin.socket"
 ANALYZE = shutil.which("systemd-analyze")
 pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not found")
 
@@ -43,7 +44,7 @@ def test_units_verify_prints_nothing(tmp_path: Path) -> None:
     binary = Path(shlex.split(exec_start)[0])
     script = (
         f"mount -t tmpfs tmpfs {binary.parent} && printf '#!/bin/sh\\n' > {binary} && "
-        f"chmod 755 {binary} && exec {ANALYZE} verify --man=no {SERVICE} {SOCKET}"
+        f"chmod 755 {binary} && exec {ANALYZE} verify --man=no {SERVICE} {SOCKET} {ADMIN_SOCKET}"
     )
     # Root needs only a new mount namespace; anyone else maps themselves to root in a user one.
     unshare = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "-r", "--mount"]
@@ -82,3 +83,21 @@ def test_units_state_directory_private_and_sockets_named_agents() -> None:
         service
     )
     assert "FileDescriptorName=agents" in SOCKET.read_text().splitlines()
+
+
+def test_units_admin_socket_root_only_named_admin_for_turret() -> None:
+    """The admin socket: root's alone (0600), named for the admin API, passed to turret.service
+    beside the agents' sockets and never merged into them."""
+    admin = set(ADMIN_SOCKET.read_text().splitlines())
+    assert {
+        "ListenStream=/run/turret/admin.sock",
+        "FileDescriptorName=admin",
+        "Service=turret.service",
+        "SocketUser=root",
+        "SocketGroup=root",
+        "SocketMode=0600",
+    } <= admin
+    service = SERVICE.read_text().splitlines()
+    assert "Sockets=turret.socket turret-admin.socket" in service
+    assert "Also=turret.socket turret-admin.socket" in service
+    assert "ListenStream=/run/turret/admin.sock" not in SOCKET.read_text()

@@ -70,6 +70,11 @@ class Auditor:
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
 
+    @property
+    def sink_kind(self) -> str:
+        """Where records go, for `turret status`: journald, a file (or stderr), or another sink."""
+        return {JournalSink: "journald", LineSink: "file"}.get(type(self._sink), "other")
+
     def record(self, event: Event, message: str, fields: Fields, priority: int = INFO) -> None:
         out = {"MESSAGE_ID": event.value, "PRIORITY": str(priority), "TURRET_EVENT": event.label}
         for key, value in fields.items():

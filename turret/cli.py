@@ -1,4 +1,5 @@
 """Command line: `turret serve`, `turret check-config`, `turret token new`, `turret mcp`,
+the operator's commands on the admin socket (`turret status`, `revoke`, `killswitch`, ...),
 `turret --version`."""
 
 from __future__ import annotations
@@ -6,10 +7,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from turret import __version__
+from turret import __version__, admin_client
 from turret.audit import Auditor, default_sink
 from turret.auth import new_token, token_sha256
 from turret.config import read_config
@@ -51,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the state store here (development); default $STATE_DIRECTORY",
     )
     p.add_argument(
+        "--admin-socket",
+        metavar="PATH",
+        help="bind the admin socket here when not socket-activated (over admin.socket); "
+        "default $TURRET_ADMIN_SOCKET",
+    )
+    p.add_argument(
         "--shutdown-timeout",
         type=float,
         default=30.0,
@@ -74,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("agent", metavar="AGENT")
     t.set_defaults(func=_token_new)
 
+    admin_client.add_commands(sub)
+
     p = sub.add_parser("mcp", help="serve this agent's capabilities as MCP tools (stdio or HTTP)")
     mcp_entry.add_arguments(p)
     p.set_defaults(func=mcp_entry.run)
@@ -83,7 +93,11 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="turret: %(levelname)s %(message)s")
     options = ServeOptions(
-        args.config, args.credentials_dir, args.shutdown_timeout, state_dir=args.state_dir
+        args.config,
+        args.credentials_dir,
+        args.shutdown_timeout,
+        state_dir=args.state_dir,
+        admin_socket=args.admin_socket or os.environ.get("TURRET_ADMIN_SOCKET") or None,
     )
     try:
         auditor = Auditor(default_sink(args.audit_file))

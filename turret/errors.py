@@ -101,6 +101,12 @@ class Unauthorized(RequestError):
     status, code = 401, "unauthorized"
 
 
+class Revoked(Unauthorized):
+    """The token is valid but its agent was revoked by an operator (`turret revoke`)."""
+
+    code = "revoked"
+
+
 class Forbidden(RequestError):
     status, code = 403, "forbidden"
 
@@ -162,6 +168,12 @@ class UpstreamStatus(RequestError):
 
 class ServiceUnavailable(RequestError):
     status, code = 503, "unavailable"
+
+
+class Sealed(ServiceUnavailable):
+    """Turret is sealed (`turret seal` or `turret killswitch`): no agent request is served."""
+
+    code = "sealed"
 
 
 class GatewayTimeout(RequestError):

@@ -25,6 +25,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -110,11 +114,59 @@ class _Busy(_JsonErrorHandler):
         transport.close()
 
 
+@dataclass(frozen=True)
+class PeerCredentials:
+    """Who is at the other end of a unix socket, as the kernel says (`SO_PEERCRED`)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+# An app whose connections must come from certain peers sets this: called with the peer's
+# credentials (None when the kernel gives none, e.g. over TCP) as each connection opens; False
+# closes the connection before a byte is read.
+PeerCheck = Callable[[PeerCredentials | None], bool]
+PEER_CHECK: web.AppKey[PeerCheck] = web.AppKey("peer_check")
+_UCRED = struct.Struct("3i")
+
+
+def peer_credentials(transport: asyncio.BaseTransport | None) -> PeerCredentials | None:
+    """The `SO_PEERCRED` of a unix-socket transport, or None (not a unix socket, or closed)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    return PeerCredentials(*_UCRED.unpack(raw))
+
+
+class _PeerChecked(_JsonErrorHandler):
+    """A connection handler that asks the app's `PEER_CHECK` first and closes the connection
+    unanswered when it says no."""
+
+    __slots__ = ("_peer_check",)
+
+    def __init__(self, manager: web.Server, peer_check: PeerCheck, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._peer_check = peer_check
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._peer_check(peer_credentials(transport)):
+            transport.close()
+            return
+        super().connection_made(transport)
+
+
 class TurretServer(web.Server):
     """aiohttp's low-level server for the app, with Turret's connection handler and at most
     `max_connections` connections at once (beyond, 503 and close)."""
 
-    def __init__(self, app_server: web.Server, max_connections: int) -> None:
+    def __init__(
+        self, app_server: web.Server, max_connections: int, peer_check: PeerCheck | None = None
+    ) -> None:
         # The same request handler, request factory and handler arguments as the server aiohttp
         # made for the app; `_kwargs` is where `web.Server` keeps the handler arguments.
         super().__init__(
@@ -124,11 +176,14 @@ class TurretServer(web.Server):
             **app_server._kwargs,
         )
         self._max_connections = max_connections
+        self.peer_check = peer_check
 
     def __call__(self) -> RequestHandler:
         if len(self.connections) >= self._max_connections:
             HTTP_LOG.warning("connection refused: %d connections open", self._max_connections)
             return _Busy(self, loop=self._loop, **self._kwargs)
+        if self.peer_check is not None:
+            return _PeerChecked(self, self.peer_check, loop=self._loop, **self._kwargs)
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
@@ -140,4 +195,5 @@ class TurretRunner(web.AppRunner):
         self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
-        return TurretServer(await super()._make_server(), self._max_connections)
+        peer_check = self._app.get(PEER_CHECK)
+        return TurretServer(await super()._make_server(), self._max_connections, peer_check)

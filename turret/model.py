@@ -97,6 +97,19 @@ class Agent:
         return {key: GlobIndex(entries) for key, entries in rules.items()}
 
 
+DEFAULT_ADMIN_SOCKET = "/run/turret/admin.sock"
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The config's `admin:`: where the admin socket is bound without socket activation (None:
+    not bound) and who besides root and Turret's own uid may use it."""
+
+    socket: str | None = None
+    allow_uids: tuple[int, ...] = ()
+    allow_group: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...]
@@ -107,6 +120,8 @@ class Config:
     groups: Mapping[str, Group] = field(default_factory=dict)
     params_key: str | None = None  # credential keying the audit's parameter hashes
     limits: ServerLimits = field(default_factory=ServerLimits)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
 
 
 

@@ -32,6 +32,8 @@ class Event(enum.Enum):
     OUTCOME = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e05"
     RELOADED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e06"
     RELOAD_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e07"
+    ADMIN_ACTION = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e08"
+    ADMIN_REFUSED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e09"
 
     @property
     def label(self) -> str:

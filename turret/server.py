@@ -2,7 +2,7 @@
 
 Sockets come from systemd socket activation (LISTEN_FDS) when present, else from `listen:`.
 An activated socket is served by the app for its FileDescriptorName= (`APPS`); `listen:` entries
-serve the agents' app. The state store is opened at start when a state directory is configured.
+serve the agents' app, and `--admin-socket` or `admin.socket` the admin app. The state store is opened at start when a state directory is configured.
 SIGHUP reloads the configuration and credentials without dropping a request; SIGTERM (or SIGINT)
 stops accepting and lets requests in flight finish, up to the shutdown timeout.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
 import signal
@@ -23,8 +24,10 @@ from pathlib import Path
 from aiohttp import web
 
 from turret import __version__
+from turret.admin import Facts
 from turret.audit import Auditor
 from turret.config import read_config
+from turret.counters import RequestCounters
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError, StateError
 from turret.httpserver import TurretRunner
 from turret.model import Config
@@ -33,8 +36,9 @@ from turret.records import ERR, Event
 from turret.runtime import Runtime, RuntimeHolder
 from turret.state import StateStore, resolve_state_dir
 from turret.systemd_glue import Notifier, activated_sockets, by_name, watchdog_interval
+from turret.web.admin import create_admin_app
 from turret.web.app import create_app
-from turret.web.keys import STATS
+from turret.web.keys import COUNTERS, STATS
 
 log = logging.getLogger("turret")
 
@@ -42,6 +46,7 @@ log = logging.getLogger("turret")
 STATUS_INTERVAL = 5.0
 MAX_REASON_CHARS = 160
 AGENTS = "agents"  # the FileDescriptorName= of the agents' sockets; `listen:` serves them too
+ADMIN = "admin"  # the admin socket's; without activation, bound at `admin.socket`
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class ServeOptions:
     credentials_dir: str | None = None
     shutdown_timeout: float = 30.0
     state_dir: str | None = None
+    admin_socket: str | None = None  # `--admin-socket` or $TURRET_ADMIN_SOCKET: over `admin.socket`
 
 
 def load(options: ServeOptions, previous: Runtime | None = None) -> Runtime:
@@ -129,6 +135,7 @@ class Gateway:
         self.holder = holder
         # Opened and closed by `serve`; kept across reloads (it is not part of the Runtime).
         self.state = state
+        self.started_at = time.time()
         self.apps = {name: factory(self) for name, factory in APPS.items()}
         self.app = self.apps[AGENTS]
         self.notifier = Notifier()
@@ -164,6 +171,11 @@ class Gateway:
             runner = await self._runner(AGENTS)
             for address in self.config.listen:
                 await _listen(runner, address)
+        admin_socket = self.options.admin_socket or self.config.admin.socket
+        if not activated and admin_socket:
+            await _listen_admin(
+                await self._runner(ADMIN), admin_socket, self.config.admin.allow_group
+            )
         if not self.addresses():
             raise StartupError("nothing to listen on: no activated sockets and no listen: entries")
 
@@ -198,6 +210,21 @@ class Gateway:
     @property
     def config(self) -> Config:
         return self.holder.current.config
+
+    def facts(self) -> Facts:
+        """What `turret status` says about the server itself."""
+        return Facts(
+            __version__,
+            self.started_at,
+            self.config.digest,
+            self.last_reload,
+            self.auditor.sink_kind,
+            self.app[STATS].in_flight,
+        )
+
+    def counters(self) -> RequestCounters:
+        """The agents' request counters."""
+        return self.app[COUNTERS]
 
     def status(self) -> str:
         """One line for `systemctl status`: what is served, how much, and the last reload."""
@@ -287,9 +314,15 @@ class Gateway:
 
 # The app each activated socket is served by, keyed by the socket's FileDescriptorName=. Each
 # name is one audience: a socket under any other name refuses the start (`by_name`), so a socket
-# meant for one audience never serves another. The admin API joins here as `admin`.
+# meant for one audience never serves another: the agents' sockets never serve the admin API
+# and the admin socket never serves agents.
 APPS: Mapping[str, Callable[[Gateway], web.Application]] = {
-    AGENTS: lambda gateway: create_app(gateway.holder, gateway.auditor),
+    AGENTS: lambda gateway: create_app(
+        gateway.holder,
+        gateway.auditor,
+        controls=gateway.state.controls if gateway.state is not None else None,
+    ),
+    ADMIN: create_admin_app,
 }
 
 
@@ -334,6 +367,20 @@ async def _listen(runner: web.AppRunner, address: str) -> None:
         return
     host, _, port = address.rpartition(":")
     await web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True).start()
+
+
+async def _listen_admin(runner: web.AppRunner, path: str, group: str | None) -> None:
+    """The admin socket: owner only, or owner and `admin.allow_group` when one is configured."""
+    _remove_stale_socket(path)
+    await web.UnixSite(runner, path).start()
+    mode = 0o600
+    if group is not None:
+        try:
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            mode = 0o660
+        except (KeyError, PermissionError) as exc:
+            log.warning("admin socket: cannot give group %s access: %s", group, exc)
+    os.chmod(path, mode)  # noqa: PTH101 - one call at start-up, not worth a Path
 
 
 def _remove_stale_socket(path: str) -> None:

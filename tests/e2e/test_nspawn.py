@@ -1,6 +1,7 @@
 """Turret's units under a real systemd 252 booted as PID 1 in an nspawn container.
 
-The shipped turret.socket, turret.service and sysusers file are installed as an admin would,
+The shipped turret.socket, turret-admin.socket, turret.service and sysusers file are installed as
+an admin would,
 plus a drop-in with the credentials (as the README says) and a short watchdog. Requests come from
 the container's own network namespace; the upstream is a fake on the container's loopback.
 Locally the root filesystem and venv are cached (TURRET_E2E_CACHE, default ~/.cache/turret-e2e);
@@ -44,6 +45,7 @@ CANARY_AGENT = f"canary-agent-{secrets.token_hex(8)}"
 CANARIES = (CANARY_GITEA, CANARY_VAULT, CANARY_AGENT)
 TCP = "127.0.0.1:8421"  # from turret.socket
 UNIX = "/run/turret/agents.sock"
+ADMIN = "/run/turret/admin.sock"  # from turret-admin.socket
 STATE = "/var/lib/private/turret"  # StateDirectory=turret under DynamicUser=
 DROP_IN = """[Service]
 # A short watchdog, so that a few periods pass within the test.
@@ -203,7 +205,7 @@ def install(s: Site) -> None:
     wrapper.write_text(WRAPPER)
     wrapper.chmod(0o755)
     units = REPO / "systemd"
-    for unit in ("turret.service", "turret.socket"):
+    for unit in ("turret.service", "turret.socket", "turret-admin.socket"):
         shutil.copy(units / unit, m.path(f"/etc/systemd/system/{unit}"))
     m.path("/etc/sysusers.d").mkdir(exist_ok=True)
     shutil.copy(units / "turret.sysusers", m.path("/etc/sysusers.d/turret.conf"))
@@ -223,9 +225,10 @@ def install(s: Site) -> None:
     verify = m.run(
         "systemd-analyze", "verify", "--man=no",
         "/etc/systemd/system/turret.service", "/etc/systemd/system/turret.socket",
+        "/etc/systemd/system/turret-admin.socket",
     )  # fmt: skip
     assert (verify.stdout, verify.stderr) == ("", "")
-    m.run("systemctl", "start", "turret.socket")
+    m.run("systemctl", "start", "turret.socket", "turret-admin.socket")
 
 
 def test_e2e_socket_activation_on_tcp_and_on_unix(site: Site) -> None:
@@ -397,3 +400,69 @@ def test_e2e_stop_lets_the_request_in_flight_finish(site: Site) -> None:
         reap(stop)
     props = site.show("ActiveState", "Result", "ExecMainStatus")
     assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
+
+
+def turret(site: Site, *args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
+    """`turret ARGS` inside the machine, as root (the operator) or as `user`."""
+    as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}",
+                                       "--clear-groups"]  # fmt: skip
+    result = site.machine.run(*as_user, "/usr/local/bin/turret", *args, check=False)
+    for canary in CANARIES:
+        assert canary not in result.stdout + result.stderr
+    return result
+
+
+def test_e2e_admin_socket_root_only_and_other_users_refused(site: Site) -> None:
+    site.stop_service()
+    mode = site.machine.run("stat", "-c", "%a %U %G", ADMIN).stdout.split()
+    assert mode == ["600", "root", "root"]
+    status = turret(site, "status", "--json")  # the first connection starts Turret
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["agents"] == {"count": 1, "revoked": []}
+    refused = turret(site, "status", user=65534)  # the mode keeps nobody out
+    assert refused.returncode == 69 and "Permission denied" in refused.stderr
+    # With the mode opened by mistake, the SO_PEERCRED check still closes the connection.
+    site.machine.run("chmod", "0666", ADMIN)
+    try:
+        refused = turret(site, "killswitch", user=65534)
+        assert refused.returncode == 69 and "closed the connection" in refused.stderr
+    finally:
+        site.machine.run("chmod", "0600", ADMIN)
+    assert json.loads(turret(site, "status", "--json").stdout)["sealed"] is None
+    (record,) = site.machine.journal("TURRET_EVENT=admin_refused")
+    assert record["TURRET_OPERATOR_UID"] == "65534"
+
+
+def test_e2e_revoke_takes_effect_and_survives_restart(site: Site) -> None:
+    site.stop_service()
+    ok(site.request(TCP, "/v1/proxy/gitea/ping"), "gitea")
+    started = time.monotonic()
+    assert turret(site, "revoke", "e2e-agent", "--reason", "e2e").returncode == 0
+    refused = site.request(UNIX, "/v1/proxy/gitea/ping")
+    log(f"turret revoke to the first refused request: {time.monotonic() - started:.3f} s")
+    assert refused.get("status") == 401, refused
+    site.machine.run("systemctl", "restart", "turret.service")
+    refused = site.request(TCP, "/v1/proxy/gitea/ping")
+    assert refused.get("status") == 401 and "revoked" in str(refused["body"]), refused
+    agents = json.loads(turret(site, "agents", "--json").stdout)["agents"]
+    assert agents[0]["revoked"]["by"] == "uid:0"  # the operator's uid, from the kernel
+    assert turret(site, "unrevoke", "e2e-agent").returncode == 0
+    ok(site.request(TCP, "/v1/proxy/gitea/ping"), "gitea")
+    (action, _) = site.machine.journal("TURRET_EVENT=admin_action")[-2:]
+    assert action["TURRET_ACTION"] == "revoke e2e-agent" and action["TURRET_OPERATOR_UID"] == "0"
+
+
+def test_e2e_killswitch_seals_every_listener_and_survives_restart(site: Site) -> None:
+    site.stop_service()
+    killed = turret(site, "killswitch", "--reason", "e2e incident")
+    assert killed.returncode == 0, killed.stderr
+    for target in (TCP, UNIX):
+        sealed = site.request(target, "/v1/proxy/gitea/ping")
+        assert sealed.get("status") == 503 and "sealed" in str(sealed["body"]), sealed
+    site.machine.run("systemctl", "restart", "turret.service")
+    for target in (TCP, UNIX):
+        assert site.request(target, "/v1/proxy/gitea/ping").get("status") == 503
+    status = turret(site, "status")
+    assert "sealed: since" in status.stdout and "e2e incident" in status.stdout
+    assert turret(site, "unseal").returncode == 0
+    ok(site.request(UNIX, "/v1/proxy/gitea/ping"), "gitea")

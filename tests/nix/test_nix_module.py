@@ -90,7 +90,7 @@ def test_module_declares_its_options(evaluate: ModuleEval) -> None:
         "socketGroup",
         "socketMode",
         "checkConfig",
-    }
+    }  # and admin.allowUids, admin.allowGroup (a set of options, tested below)
     assert set(options["settings"]) == {"listen", "services", "agents"}
     for option in [*options["top"].values(), *options["settings"].values()]:
         assert option["description"]
@@ -303,8 +303,21 @@ def test_module_units(evaluate: ModuleEval, tools_dir: Path) -> None:
     }
     assert "turret-agents" in system["groups"]
 
+    admin = system["sockets"]["turret-admin"]
+    assert admin["listenStreams"] == ["/run/turret/admin.sock"]
+    assert admin["socketConfig"] == {
+        "FileDescriptorName": "admin",  # the admin API only
+        "Service": "turret.service",
+        "SocketUser": "root",
+        "SocketGroup": "root",
+        "SocketMode": "0600",
+        "DirectoryMode": "0755",
+    }
+
     service = system["services"]["turret"]
     config = service["serviceConfig"]
+    assert config["Sockets"] == ["turret.socket", "turret-admin.socket"]
+    assert service["wants"] == ["turret-admin.socket"]
     assert service["requires"] == ["turret.socket"]
     assert "turret.socket" in service["after"]
     assert service["wantedBy"] == []  # started by the first connection
@@ -397,3 +410,36 @@ def test_readme_example_host_evaluates_and_builds(evaluate: ModuleEval, tmp_path
     assert system["users"]["claude"]["extraGroups"] == ["turret-agents"]
     result, _ = run_config_build(system["configBuild"], tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_module_admin_options_render_and_open_the_socket_to_the_group(
+    evaluate: ModuleEval,
+) -> None:
+    extra = 'admin = { allowUids = [ 1000 ]; allowGroup = "wheel"; };'
+    system = evaluate("host.system", host(extra=extra))
+    assert rendered_config(system)["admin"] == {"allow_uids": [1000], "allow_group": "wheel"}
+    config = system["sockets"]["turret-admin"]["socketConfig"]
+    assert (config["SocketGroup"], config["SocketMode"]) == ("wheel", "0660")
+    assert "admin" not in rendered_config(evaluate("host.system", host()))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            'admin.allowGroup = "Wheel;x";',
+            'services.turret.admin.allowGroup = "Wheel;x" is not a group name',
+        ),
+    ],
+)
+def test_module_rejects_bad_admin_options(evaluate: ModuleEval, extra: str, message: str) -> None:
+    assert any(message in m for m in failed_assertions(evaluate, host(extra=extra)))
+
+
+def test_module_rejects_admin_in_settings(evaluate: ModuleEval) -> None:
+    settings = SETTINGS.rstrip("}") + ' admin.allow_uids = [ 1 ]; }'
+    messages = failed_assertions(evaluate, host(settings=settings))
+    assert any(
+        m.startswith("services.turret.settings.admin must not be set: use "
+                     "services.turret.admin.allowUids") for m in messages
+    ), messages

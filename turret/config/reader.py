@@ -6,6 +6,7 @@ reported with its dotted key path and line, all at once, and Turret refuses to s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
+from turret.config.admin import read_admin
 from turret.config.checker import Checker
 from turret.config.proxy import read_proxy_grant
 from turret.config.yamlload import join, read_yaml
@@ -24,6 +26,7 @@ from turret.model import (
     LISTEN_TCP,
     NAME,
     SHA256_HEX,
+    AdminSettings,
     Agent,
     Capability,
     Config,
@@ -52,7 +55,7 @@ def load_config(text: str) -> Config:
     config = checker.config(doc.data)
     if checker.issues or config is None:
         raise ConfigError(checker.issues)
-    return config
+    return replace(config, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
 # Per-service numbers: default, lowest, highest, whether an integer.
@@ -80,6 +83,7 @@ class _ConfigReader(Checker):
                 "groups",
                 "audit",
                 "limits",
+                "admin",
             },
         )
         if top is None:
@@ -104,7 +108,10 @@ class _ConfigReader(Checker):
             for n, a in agents.items()
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
-        return Config(listen, creds_dir, services, agents, caps, groups, params_key, limits)
+        admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
+        return Config(
+            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin
+        )
 
     def listen(self, path: str, value: Any) -> str | None:
         text = self.string(path, value)

@@ -8,6 +8,7 @@ charges the limits. Every refusal on the way is recorded through `RequestAudit.r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,7 +16,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from turret.auth import bearer_token
 from turret.echo import Redactor, wire_bytes
-from turret.errors import CredentialInRequest, Forbidden, RequestError, Unauthorized
+from turret.errors import (
+    CredentialInRequest,
+    Forbidden,
+    RequestError,
+    Revoked,
+    Sealed,
+    Unauthorized,
+)
 from turret.exfil import TokenGuard, carries_async, find_secret_async
 from turret.headers import method_override_parameter
 from turret.model import Outbound, Service, UpstreamResponse
@@ -64,15 +72,27 @@ class Exchange(Protocol):
         """Send `out` to `service` with its credential; the whole answer, guarded."""
 
 
+class Controls(Protocol):
+    """The operator's switches as the state store keeps them (`turret.state.control`)."""
+
+    def sealed(self) -> object | None:
+        """The seal in force, or None."""
+
+    def revoked_agents(self) -> Mapping[str, object]:
+        """Every revoked agent by name."""
+
+
 @dataclass(frozen=True)
 class Context:
-    """What outlives a request: the runtime cell, the audit trail, limits, known tokens."""
+    """What outlives a request: the runtime cell, the audit trail, limits, known tokens, and
+    the operator's switches (None without a state store: nothing can be sealed or revoked)."""
 
     holder: RuntimeHolder
     auditor: Recorder
     limiter: AgentLimiter
     flood: FloodGate
     tokens: TokenGuard
+    controls: Controls | None = None
 
 
 @dataclass
@@ -108,6 +128,7 @@ def begin(ctx: Context, incoming: Incoming, path: str) -> Flow:
 def authenticate(flow: Flow) -> Principal:
     """The principal of the request's bearer token; `Unauthorized` (charged to the one shared
     flood gate, since no agent answers for it) without a valid one."""
+    refuse_if_sealed(flow.ctx.controls)
     values = flow.incoming.headers.getall("Authorization", [])
     # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
     token = bearer_token(values[0]) if len(values) == 1 else None
@@ -117,7 +138,21 @@ def authenticate(flow: Flow) -> Principal:
         raise Unauthorized("missing or invalid agent token")
     flow.ctx.tokens.remember(token)  # from now on, no request may carry it upstream
     flow.audit.fields["TURRET_AGENT"] = agent.name
+    refuse_if_revoked(flow.ctx.controls, agent.name)
     return Principal(agent, peer=flow.incoming.peer)
+
+
+def refuse_if_sealed(controls: Controls | None) -> None:
+    """`Sealed` while an operator has sealed Turret: read from the store at every request, so a
+    seal takes effect on the next one, on every listener, and survives reload and restart."""
+    if controls is not None and controls.sealed() is not None:
+        raise Sealed("turret is sealed by its operator", reason="sealed")
+
+
+def refuse_if_revoked(controls: Controls | None, agent: str) -> None:
+    """`Revoked` for an agent an operator revoked (a query of the store, not a copy of it)."""
+    if controls is not None and agent in controls.revoked_agents():
+        raise Revoked("agent revoked", reason=f"agent {agent} is revoked")
 
 
 def admit(flow: Flow) -> Principal:

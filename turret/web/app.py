@@ -11,14 +11,15 @@ from aiohttp.resolver import DefaultResolver
 
 from turret.audit import Auditor
 from turret.connector import ResolverFactory, SessionPool
+from turret.counters import CountingRecorder, RequestCounters
 from turret.exfil import TokenGuard
 from turret.httpserver import handler_args
-from turret.pipeline.request import Context, record_flood_summary
+from turret.pipeline.request import Context, Controls, record_flood_summary
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
 from turret.web.capabilities import add_capability_routes
-from turret.web.keys import CONTEXT, REQUEST_IDS, STATS, UPSTREAMS, Stats
+from turret.web.keys import CONTEXT, COUNTERS, REQUEST_IDS, STATS, UPSTREAMS, Stats
 from turret.web.middleware import error_middleware, no_version_banner
 from turret.web.proxy import add_proxy_routes
 
@@ -29,17 +30,23 @@ def create_app(
     *,
     resolver: ResolverFactory = DefaultResolver,
     clock: Callable[[], float] = time.monotonic,
+    controls: Controls | None = None,
 ) -> web.Application:
     """The Turret application; the upstream client sessions live as long as the app.
 
     `resolver` makes the DNS resolver whose answers the address policy checks; `clock` drives
-    the rate limits. The server limits of the config the app starts with apply until restart.
+    the rate limits; `controls` (the state store's) seal Turret and revoke agents. The server
+    limits of the config the app starts with apply until restart.
     """
     app = web.Application(
         middlewares=[error_middleware],
         handler_args=handler_args(holder.current.config.limits),
     )
-    app[CONTEXT] = Context(holder, auditor, AgentLimiter(clock), FloodGate(clock), TokenGuard())
+    counters = app[COUNTERS] = RequestCounters()
+    recorder = CountingRecorder(auditor, counters, time.time)
+    app[CONTEXT] = Context(
+        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), controls
+    )
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))

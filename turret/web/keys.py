@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from turret.connector import SessionPool
+from turret.counters import RequestCounters
 from turret.pipeline.request import Context
 from turret.requestids import RequestIds
 
@@ -23,4 +24,5 @@ CONTEXT = web.AppKey("context", Context)
 UPSTREAMS = web.AppKey("upstreams", SessionPool)
 REQUEST_IDS = web.AppKey("request_ids", RequestIds)
 STATS = web.AppKey("stats", Stats)
+COUNTERS = web.AppKey("counters", RequestCounters)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,188 @@
+"""The operator's commands: who may use the admin socket, revoke and seal over the state store,
+and the documents `turret status` and `turret agents` show.
+
+No aiohttp here: the admin app (`turret.web.admin`) adapts HTTP to these functions. The store's
+writes fsync, so the app calls the commands in a worker thread; the documents only query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from turret.counters import RequestCounters
+from turret.errors import NotFound, ServiceUnavailable
+from turret.model import AGENT_NAME, AdminSettings, Agent, Config
+from turret.state import Revocation, Seal, StateStore, by_uid
+
+NO_STORE = (
+    "no state store: run Turret with a state directory (StateDirectory=turret under systemd, "
+    "or `turret serve --state-dir DIR`) to seal, revoke or keep derived tokens"
+)
+MAX_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The admin client's uid and gid (`SO_PEERCRED`), and the members of `admin.allow_group`
+    with its gid (None when no group is configured or it does not exist)."""
+
+    uid: int
+    gid: int
+    group: tuple[int, frozenset[str]] | None = None
+    user: str | None = None
+
+
+def peer_allowed(peer: Peer | None, own_uid: int, settings: AdminSettings) -> bool:
+    """Whether `peer` may use the admin socket: root, Turret's own uid, a uid in
+    `admin.allow_uids`, or a member (primary or supplementary) of `admin.allow_group`."""
+    if peer is None:  # no kernel-given credentials: not a unix socket
+        return False
+    if peer.uid in (0, own_uid) or peer.uid in settings.allow_uids:
+        return True
+    if settings.allow_group is None or peer.group is None:
+        return False
+    gid, members = peer.group
+    return peer.gid == gid or (peer.user is not None and peer.user in members)
+
+
+def store_of(state: StateStore | None) -> StateStore:
+    """The state store, or 503 saying how to configure one."""
+    if state is None:
+        raise ServiceUnavailable(NO_STORE)
+    return state
+
+
+def reason_of(value: object, default: str) -> str:
+    """An operator's free-text reason, printable and capped (it goes into the audit trail)."""
+    text = value if isinstance(value, str) and value.strip() else default
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text[:MAX_REASON_CHARS]
+
+
+def revoke(
+    state: StateStore, config: Config, agent: str, *, reason: str, uid: int, at: float
+) -> dict[str, object]:
+    """Revoke a configured agent and every token derived from it."""
+    if agent not in config.agents:
+        raise NotFound(f"no agent {agent!r} in the configuration")
+    by = by_uid(uid)
+    revocation = state.controls.revoke_agent(agent, reason, by, at)
+    tokens = state.tokens.revoke_agent_tokens(agent, by, at)
+    return {
+        "agent": agent,
+        "revoked": revocation_doc(revocation),
+        "derived_tokens_revoked": len(tokens),
+    }
+
+
+def unrevoke(state: StateStore, agent: str) -> dict[str, object]:
+    """Lift an agent's revocation (its derived tokens stay revoked: they are not restored)."""
+    if not AGENT_NAME.fullmatch(agent):
+        raise NotFound(f"no agent {agent!r}")
+    if not state.controls.unrevoke_agent(agent):
+        raise NotFound(f"agent {agent!r} is not revoked")
+    return {"agent": agent, "revoked": None}
+
+
+def seal(state: StateStore, reason: str, uid: int, at: float) -> dict[str, object]:
+    """Seal Turret: every agent request is refused (503 `sealed`) until unsealed."""
+    return {"sealed": seal_doc(state.controls.seal(reason, by_uid(uid), at))}
+
+
+def killswitch(state: StateStore, reason: str, uid: int, at: float) -> dict[str, object]:
+    """Seal Turret and revoke every derived token, in that order (the seal stops requests first)."""
+    by = by_uid(uid)
+    sealed = state.controls.seal(reason, by, at)
+    tokens = state.tokens.revoke_all(by, at)
+    return {"sealed": seal_doc(sealed), "derived_tokens_revoked": len(tokens)}
+
+
+def unseal(state: StateStore) -> dict[str, object]:
+    """Lift the seal; what it was, or 404 when Turret was not sealed."""
+    previous = state.controls.unseal()
+    if previous is None:
+        raise NotFound("turret is not sealed")
+    return {"sealed": None, "was": seal_doc(previous)}
+
+
+def seal_doc(seal_: Seal | None) -> dict[str, object] | None:
+    """A seal as JSON: why, by whom, since when."""
+    if seal_ is None:
+        return None
+    return {"reason": seal_.reason, "by": seal_.by, "since": seal_.at}
+
+
+def revocation_doc(revocation: Revocation | None) -> dict[str, object] | None:
+    """A revocation as JSON."""
+    if revocation is None:
+        return None
+    return {"reason": revocation.reason, "by": revocation.by, "since": revocation.at}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the server knows about itself, for `turret status`."""
+
+    version: str
+    started: float
+    config_digest: str
+    last_reload: str
+    audit_sink: str
+    in_flight: int
+
+
+def status_doc(
+    facts: Facts, config: Config, state: StateStore | None, counters: RequestCounters, at: float
+) -> dict[str, object]:
+    """The document of `turret status` (queries only)."""
+    revoked = state.controls.revoked_agents() if state is not None else {}
+    return {
+        "version": facts.version,
+        "uptime_seconds": round(at - facts.started, 3),
+        "config_digest": facts.config_digest,
+        "state_store": state is not None,
+        "sealed": seal_doc(state.controls.sealed()) if state is not None else None,
+        "agents": {"count": len(config.agents), "revoked": sorted(revoked)},
+        "services": sorted(config.services),
+        "derived_tokens_in_force": state.tokens.in_force(at) if state is not None else 0,
+        "last_reload": facts.last_reload,
+        "audit_sink": facts.audit_sink,
+        "requests": {
+            "decisions": counters.totals(),
+            "in_flight": facts.in_flight,
+            "audit_failures": counters.audit_failures,
+        },
+    }
+
+
+def agents_doc(
+    config: Config, state: StateStore | None, counters: RequestCounters
+) -> list[dict[str, object]]:
+    """The document of `turret agents`: one entry per configured agent, by name."""
+    revoked: Mapping[str, Revocation] = state.controls.revoked_agents() if state else {}
+    return [
+        {
+            "agent": name,
+            "grants": grants_summary(agent),
+            "revoked": revocation_doc(revoked.get(name)),
+            "last_seen": counters.last_seen.get(name),
+            "requests": counters.by_agent(name),
+        }
+        for name, agent in sorted(config.agents.items())
+    ]
+
+
+def grants_summary(agent: Agent) -> dict[str, object]:
+    """What an agent may do, in brief: proxied services with methods, capability globs, groups."""
+    proxy: dict[str, set[str]] = {}
+    for grant in (*agent.proxy, *(g for group in agent.groups for g in group.proxy)):
+        proxy.setdefault(grant.service, set()).update(grant.methods)
+    capabilities = [g.name for g in agent.capabilities]
+    capabilities += [g.name for group in agent.groups for g in group.capabilities]
+    return {
+        "proxy": {service: sorted(methods) for service, methods in sorted(proxy.items())},
+        "capabilities": sorted(set(capabilities)),
+        "groups": [g.name for g in agent.groups],
+        "report_only": agent.report,
+    }
