@@ -2,7 +2,8 @@
 
 Sockets come from systemd socket activation (LISTEN_FDS) when present, else from `listen:`.
 An activated socket is served by the app for its FileDescriptorName= (`APPS`); `listen:` entries
-serve the agents' app, and `--admin-socket` or `admin.socket` the admin app. The state store is opened at start when a state directory is configured.
+serve the agents' app, and `--admin-socket` or `admin.socket` the admin app. The state store is
+opened at start when a state directory is configured.
 SIGHUP reloads the configuration and credentials without dropping a request; SIGTERM (or SIGINT)
 stops accepting and lets requests in flight finish, up to the shutdown timeout.
 """
