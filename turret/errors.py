@@ -105,6 +105,37 @@ class Forbidden(RequestError):
     status, code = 403, "forbidden"
 
 
+class TokenExpired(Unauthorized):
+    """A derived token (or one of its ancestors) is past its expiry."""
+
+    code = "token_expired"
+
+
+class TokenExhausted(Unauthorized):
+    """A derived token has made all the requests its `max_uses` allowed."""
+
+    code = "token_exhausted"
+
+
+class TokenRevoked(Unauthorized):
+    """A derived token (or one of its ancestors) was revoked."""
+
+    code = "revoked"
+
+
+class ScopeExceedsParent(Forbidden):
+    """A derived token was asked for more than the caller may do itself; the message names the
+    first part of the request that exceeds."""
+
+    code = "scope_exceeds_parent"
+
+
+class DeriveNotAllowed(Forbidden):
+    """The caller may not mint derived tokens (`may_derive`, or the depth limit)."""
+
+    code = "derive_not_allowed"
+
+
 class NotFound(RequestError):
     status, code = 404, "not_found"
 
@@ -131,6 +162,12 @@ class UnprocessableEntity(RequestError):
     """Well-formed JSON whose values a capability does not accept; the message names the key."""
 
     status, code = 422, "invalid_params"
+
+
+class InvalidTokenRequest(UnprocessableEntity):
+    """A `POST /v1/tokens` body whose fields are not acceptable; the message names the field."""
+
+    code = "invalid_request"
 
 
 class TooManyRequests(RequestError):

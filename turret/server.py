@@ -289,7 +289,7 @@ class Gateway:
 # name is one audience: a socket under any other name refuses the start (`by_name`), so a socket
 # meant for one audience never serves another. The admin API joins here as `admin`.
 APPS: Mapping[str, Callable[[Gateway], web.Application]] = {
-    AGENTS: lambda gateway: create_app(gateway.holder, gateway.auditor),
+    AGENTS: lambda gateway: create_app(gateway.holder, gateway.auditor, state=gateway.state),
 }
 
 

@@ -17,10 +17,12 @@ from turret.pipeline.request import Context, record_flood_summary
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
+from turret.state import StateStore
 from turret.web.capabilities import add_capability_routes
 from turret.web.keys import CONTEXT, REQUEST_IDS, STATS, UPSTREAMS, Stats
 from turret.web.middleware import error_middleware, no_version_banner
 from turret.web.proxy import add_proxy_routes
+from turret.web.tokens import add_token_routes
 
 
 def create_app(
@@ -29,17 +31,23 @@ def create_app(
     *,
     resolver: ResolverFactory = DefaultResolver,
     clock: Callable[[], float] = time.monotonic,
+    state: StateStore | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> web.Application:
     """The Turret application; the upstream client sessions live as long as the app.
 
     `resolver` makes the DNS resolver whose answers the address policy checks; `clock` drives
-    the rate limits. The server limits of the config the app starts with apply until restart.
+    the rate limits, `wall` (seconds since the epoch) the expiry of tokens; derived tokens live
+    in `state` (without it, minting one answers 503). The server limits of the config the app
+    starts with apply until restart.
     """
     app = web.Application(
         middlewares=[error_middleware],
         handler_args=handler_args(holder.current.config.limits),
     )
-    app[CONTEXT] = Context(holder, auditor, AgentLimiter(clock), FloodGate(clock), TokenGuard())
+    app[CONTEXT] = Context(
+        holder, auditor, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall
+    )
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
@@ -47,6 +55,7 @@ def create_app(
     app.on_response_prepare.append(no_version_banner)
     add_proxy_routes(app)
     add_capability_routes(app)
+    add_token_routes(app)
     return app
 
 
