@@ -174,6 +174,7 @@ async def revoke(ctx: Context, incoming: Incoming, token_id: str) -> Reply:
         by = f"agent:{principal.name}"
         by += f" token:{principal.token_id}" if principal.token_id else ""
         revoked = await revoke_tree(store, token_id, by, ctx.wall())
+        revoked.sort(key=lambda rid: rid != token_id)  # the one asked for first
     except RequestError as exc:
         flow.audit.refused(exc)
         raise
