@@ -307,8 +307,11 @@ def glob_within(child: PathGlob, parent: PathGlob) -> bool:
 
 def within(child: Constraint, parent: Constraint) -> bool:
     """True if every value `child` accepts, `parent` accepts (conservative)."""
-    if child.one_of is not None:
-        return all(constraint_problem(parent, v) is None for v in child.one_of)
+    if child == parent:
+        return True
+    if child.one_of is not None:  # only the listed values the child itself accepts count
+        accepted = [v for v in child.one_of if constraint_problem(child, v) is None]
+        return all(constraint_problem(parent, v) is None for v in accepted)
     checks = (
         parent.one_of is None,
         parent.pattern is None or child.pattern == parent.pattern,
