@@ -12,6 +12,7 @@ from tests.conftest import Upstream, assert_error
 from tests.gateway import Canaries
 from tests.tokens.conftest import LeaseGateway, Wall, lease_config, make_lease_gateway
 from turret.config import load_config
+from turret.pipeline.tokens import PRUNE_AFTER, prune_expired
 from turret.providers.build import build_runtime
 from turret.records import Event
 from turret.state import StateStore
@@ -258,3 +259,17 @@ async def test_derived_token_in_a_request_is_refused_by_the_exfiltration_guard(
 async def test_unknown_token_shaped_value_is_unauthorized(lgw: LeaseGateway) -> None:
     fake = "turret_" + "A" * 43
     await assert_error(await lgw.call("GET", "/v1/whoami", fake), 401, "unauthorized")
+
+
+async def test_expired_tokens_are_pruned_a_day_later_and_recorded(lgw: LeaseGateway) -> None:
+    token, token_id = await lgw.minted(lgw.tokens["alice"], {"ttl": "1m"})
+    ctx = lgw.client.app[CONTEXT]
+    lgw.wall.now += 60 + PRUNE_AFTER - 1
+    assert await prune_expired(ctx) == []
+    await assert_error(await lgw.call("GET", "/v1/whoami", token), 401, "token_expired")
+    lgw.wall.now += 2
+    assert await prune_expired(ctx) == [token_id]
+    assert lgw.state.tokens.get(token_id) is None
+    expired = [r for r in lgw.audit() if r["MESSAGE_ID"] == Event.TOKEN_EXPIRED.value]
+    assert [r["TURRET_TOKEN_ID"] for r in expired] == [token_id]
+    await assert_error(await lgw.call("GET", "/v1/whoami", token), 401, "unauthorized")

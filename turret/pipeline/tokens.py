@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from turret.state import DerivedToken, StateStore
 
 TOKENS_PATH = "/v1/tokens"
+# An expired token is kept this long before it is pruned, so that its use is answered
+# `token_expired` (not `unauthorized`) and it still shows in listings meanwhile.
+PRUNE_AFTER = 86400.0
 MAX_BODY_BYTES = 64 << 10
 _NO_STORE = "derived tokens need the state store: StateDirectory= or --state-dir"
 
@@ -205,3 +208,17 @@ def operator_listing(store: StateStore, agents: list[str], at: float) -> list[di
         for r in rows
     ]
 
+
+
+async def prune_expired(ctx: Context) -> list[str]:
+    """Forget the tokens that expired more than `PRUNE_AFTER` ago (one write, off the loop),
+    recording `token_expired` for each; the ids pruned."""
+    if ctx.state is None:
+        return []
+    pruned = await asyncio.to_thread(ctx.state.tokens.prune_expired, ctx.wall() - PRUNE_AFTER)
+    for token_id in pruned:
+        ctx.auditor.record(
+            Event.TOKEN_EXPIRED, f"token {token_id} expired and was pruned",
+            {"TURRET_TOKEN_ID": token_id},
+        )
+    return pruned
