@@ -273,3 +273,18 @@ async def test_expired_tokens_are_pruned_a_day_later_and_recorded(lgw: LeaseGate
     expired = [r for r in lgw.audit() if r["MESSAGE_ID"] == Event.TOKEN_EXPIRED.value]
     assert [r["TURRET_TOKEN_ID"] for r in expired] == [token_id]
     await assert_error(await lgw.call("GET", "/v1/whoami", token), 401, "unauthorized")
+
+
+async def test_refused_derived_tokens_are_charged_to_the_flood_gate(
+    upstream: Upstream, leak_check: Canaries, tmp_path: Path, state: StateStore
+) -> None:
+    extra = "limits:\n  unauthenticated: {requests_per_second: 0.01, burst: 3}\n"
+    gw = await make_lease_gateway(upstream, leak_check, tmp_path, state=state)
+    config = lease_config(upstream.url, gw.tokens) + extra
+    gw.client.app[CONTEXT].holder.current = build_runtime(
+        load_config(config), str(tmp_path / "credentials")
+    )
+    token, token_id = await gw.minted(gw.tokens["alice"], {})
+    await gw.call("DELETE", f"/v1/tokens/{token_id}", gw.tokens["alice"])
+    statuses = [(await gw.call("GET", "/v1/whoami", token)).status for _ in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]

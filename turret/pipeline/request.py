@@ -169,16 +169,24 @@ def _derived_principal(flow: Flow, token: str) -> Principal | None:
         TURRET_TOKEN_CHAIN=",".join(t.id for t in chain),
     )
     now = flow.ctx.wall()
+    refusal: Unauthorized | None = None
     if any(t.revoked_at is not None for t in chain):
-        raise TokenRevoked("this token was revoked", reason=f"token {lease.id} revoked")
-    if any(now >= t.expires for t in chain):
-        raise TokenExpired("this token has expired", reason=f"token {lease.id} expired")
-    _refuse_expired(flow, agent)
-    if lease.uses_left() == 0:
-        raise TokenExhausted("this token has no use left", reason=f"token {lease.id} used up")
+        refusal = TokenRevoked("this token was revoked", reason=f"token {lease.id} revoked")
+    elif any(now >= t.expires for t in chain) or _past(agent.expires, now):
+        refusal = TokenExpired("this token has expired", reason=f"token {lease.id} expired")
+    elif lease.uses_left() == 0:
+        refusal = TokenExhausted("this token has no use left", reason=f"token {lease.id} used up")
+    if refusal is not None:
+        # A token that no longer works is charged like no token: to the shared flood gate.
+        flow.ctx.flood.admit(flow.runtime.config.limits.unauthenticated)
+        raise refusal
     config = flow.runtime.config
     scopes = tuple(ScopeRestriction(t.id, flow.ctx.scopes.get(t.scope, config)) for t in chain)
     return Principal(agent, Source.DERIVED, lease.id, scopes, flow.incoming.peer)
+
+
+def _past(moment: float | None, now: float) -> bool:
+    return moment is not None and now >= moment
 
 
 async def count_use(flow: Flow, principal: Principal) -> None:
