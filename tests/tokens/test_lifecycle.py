@@ -288,3 +288,16 @@ async def test_refused_derived_tokens_are_charged_to_the_flood_gate(
     await gw.call("DELETE", f"/v1/tokens/{token_id}", gw.tokens["alice"])
     statuses = [(await gw.call("GET", "/v1/whoami", token)).status for _ in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
+
+
+async def test_mint_body_carrying_a_secret_is_refused_and_not_stored(lgw: LeaseGateway) -> None:
+    secret = lgw.canaries["gitea-token"]
+    for body in (
+        {"description": secret},
+        {"description": lgw.tokens["nod"]},
+        {"capabilities": [{"name": "gitea.create_issue",
+                           "params": {"repo": {"one_of": ["turret"]},
+                                      "title": {"one_of": [secret.encode().hex()]}}}]},
+    ):
+        await assert_error(await lgw.mint(lgw.tokens["alice"], body), 403, "credential_in_request")
+    assert lgw.state.tokens.by_agent("alice") == []

@@ -2,7 +2,8 @@
 (`DELETE /v1/tokens/{id}`), each in the order its checks run.
 
 Mint: authenticate (a derived token counts a use) → the state store must be there (503) →
-`may_derive` and the depth limit (403) → the body (strict JSON, every field checked, 400/422) →
+`may_derive` and the depth limit (403) → the body (no credential or token in it: it is stored;
+strict JSON, every field checked, 400/422) →
 the narrowing check against the agent's grants and every ancestor's scope (403
 `scope_exceeds_parent`) → the expiry (never past the parent's, nor past a configured token's
 `expires`) → one fsynced insert off the loop → `token_minted` → 201 with the token, shown once.
@@ -25,7 +26,16 @@ from turret.errors import (
     ScopeExceedsParent,
     ServiceUnavailable,
 )
-from turret.pipeline.request import Context, Exchange, Flow, Incoming, Reply, admit, begin
+from turret.pipeline.request import (
+    Context,
+    Exchange,
+    Flow,
+    Incoming,
+    Reply,
+    admit,
+    begin,
+    refuse_secret_body,
+)
 from turret.policy import Decision
 from turret.principal import Principal
 from turret.records import Event
@@ -66,6 +76,8 @@ async def mint(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         store = _store(ctx)
         _may_derive(flow, principal)
         raw = await io.body(MAX_BODY_BYTES, flow.runtime.config.limits.body_timeout)
+        # What is minted is stored and shown again (description, one_of values): never a secret.
+        await refuse_secret_body(flow, raw)
         max_ttl, _ = derive_settings(principal.agent)
         request = parse_request(parse_object(raw), flow.runtime.config, max_ttl)
         scopes = [r.scope for r in principal.restrictions if isinstance(r, ScopeRestriction)]
