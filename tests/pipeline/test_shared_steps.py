@@ -45,14 +45,14 @@ async def test_whoami_without_token_is_401_and_recorded(pipe: Pipe) -> None:
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 401
 
 
-def test_unrouted_records_and_charges_the_agent(pipe: Pipe) -> None:
+async def test_unrouted_records_and_charges_the_agent(pipe: Pipe) -> None:
     incoming = pipe.incoming("GET", "/v1/nosuch", agent="tight")
     for _ in range(2):
-        exc = unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
+        exc = await unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
         assert isinstance(exc, NotFound)
         assert pipe.recorder.last(Event.DECISION)["TURRET_AGENT"] == "tight"
     # Over the burst, the limit replaces the refusal: unrouted requests are not free.
-    exc = unrouted(pipe.ctx, incoming, MethodNotAllowed("method not allowed"))
+    exc = await unrouted(pipe.ctx, incoming, MethodNotAllowed("method not allowed"))
     assert isinstance(exc, TooManyRequests)
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 429
     assert len(pipe.recorder.records) == 3
@@ -61,10 +61,11 @@ def test_unrouted_records_and_charges_the_agent(pipe: Pipe) -> None:
 async def test_unrouted_without_token_is_recorded_and_charged_to_flood_gate(pipe: Pipe) -> None:
     incoming = pipe.incoming("GET", "/v1/nosuch", agent=None)
     for _ in range(2):  # the flood gate's burst
-        assert isinstance(unrouted(pipe.ctx, incoming, NotFound("no such endpoint")), NotFound)
+        refusal = await unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
+        assert isinstance(refusal, NotFound)
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 404
     assert "TURRET_AGENT" not in pipe.recorder.last(Event.DECISION)
-    flooded = unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
+    flooded = await unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
     assert isinstance(flooded, Flooded)  # the limit replaces the refusal
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 429
     with pytest.raises(Flooded):  # the gate is shared with every other unauthenticated request

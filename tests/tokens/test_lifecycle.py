@@ -301,3 +301,11 @@ async def test_mint_body_carrying_a_secret_is_refused_and_not_stored(lgw: LeaseG
     ):
         await assert_error(await lgw.mint(lgw.tokens["alice"], body), 403, "credential_in_request")
     assert lgw.state.tokens.by_agent("alice") == []
+
+
+async def test_requests_to_no_endpoint_count_too(lgw: LeaseGateway) -> None:
+    token, token_id = await lgw.minted(lgw.tokens["alice"], {"max_uses": 2})
+    await assert_error(await lgw.call("GET", "/v1/nothing", token), 404, "not_found")
+    await assert_error(await lgw.call("PUT", "/v1/whoami", token), 405, "method_not_allowed")
+    assert lgw.state.tokens.get(token_id).uses == 2  # type: ignore[union-attr]
+    await assert_error(await lgw.call("GET", "/v1/whoami", token), 401, "token_exhausted")

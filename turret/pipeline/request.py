@@ -243,13 +243,15 @@ async def refuse_secrets(flow: Flow, out: Outbound) -> None:
         )
 
 
-def unrouted(ctx: Context, incoming: Incoming, exc: RequestError) -> RequestError:
+async def unrouted(ctx: Context, incoming: Incoming, exc: RequestError) -> RequestError:
     """A refusal no endpoint saw (no such endpoint, wrong method, HTTP/0.9), recorded so that
     every request has its audit record; the error to answer with (a limit may replace it)."""
     flow = begin(ctx, incoming, incoming.path)
     try:
-        # A valid token makes its agent pay for the refusal; none puts it on the flood gate.
+        # A valid token makes its agent pay for the refusal (and a derived one counts a use);
+        # none puts it on the flood gate.
         principal = authenticate(flow)
+        await count_use(flow, principal)
         with ctx.limiter.slot(principal.name, principal.agent.limits):
             pass
     except Unauthorized:
