@@ -309,3 +309,24 @@ async def test_requests_to_no_endpoint_count_too(lgw: LeaseGateway) -> None:
     await assert_error(await lgw.call("PUT", "/v1/whoami", token), 405, "method_not_allowed")
     assert lgw.state.tokens.get(token_id).uses == 2  # type: ignore[union-attr]
     await assert_error(await lgw.call("GET", "/v1/whoami", token), 401, "token_exhausted")
+
+
+async def test_derived_tokens_share_their_agent_rate_limit(
+    upstream: Upstream, leak_check: Canaries, tmp_path: Path, state: StateStore
+) -> None:
+    from turret.auth import token_sha256  # noqa: PLC0415
+
+    tokens = {n: leak_check.mint() for n in ("alice", "nod", "brief", "lim")}
+    extra = f"""\
+  lim:
+    token_sha256: {token_sha256(tokens["lim"])}
+    limits: {{requests_per_second: 0.01, burst: 3}}
+"""
+    gw = await make_lease_gateway(
+        upstream, leak_check, tmp_path, state=state, tokens=tokens, extra=extra
+    )
+    child, _ = await gw.minted(tokens["lim"], {})  # 1
+    assert (await gw.call("GET", "/v1/whoami", child)).status == 200  # 2
+    assert (await gw.call("GET", "/v1/whoami", tokens["lim"])).status == 200  # 3
+    for token in (child, tokens["lim"]):
+        await assert_error(await gw.call("GET", "/v1/whoami", token), 429, "rate_limited")
