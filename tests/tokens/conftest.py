@@ -13,6 +13,7 @@ from aiohttp import ClientResponse
 
 from tests.conftest import Upstream, upstream_services
 from tests.gateway import Built, Canaries, build_gateway, fields_of
+from turret.audit import Auditor
 from turret.auth import token_sha256
 from turret.state import StateStore
 
@@ -123,6 +124,7 @@ async def make_lease_gateway(
     wall: Wall | None = None,
     tokens: dict[str, str] | None = None,
     extra: str = "",
+    auditor: Auditor | None = None,
 ) -> LeaseGateway:
     """A gateway over `lease_config` with `state` (checked for leaks by the `leak_check`)."""
     tokens = tokens or {name: creds.mint() for name in ("alice", "nod", "brief")}
@@ -134,6 +136,7 @@ async def make_lease_gateway(
         credentials_dir=creds.write(tmp_path / "credentials"),
         state=state,
         wall=wall,
+        auditor=auditor,
     )
     fields = fields_of(built)
     return LeaseGateway(**fields, upstream=upstream, state=state, tokens=tokens, wall=wall)

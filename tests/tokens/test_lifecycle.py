@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import Upstream, assert_error
 from tests.gateway import Canaries
 from tests.tokens.conftest import LeaseGateway, Wall, lease_config, make_lease_gateway
+from turret.audit import Auditor, LineSink
 from turret.config import load_config
 from turret.pipeline.tokens import PRUNE_AFTER, prune_expired
 from turret.providers.build import build_runtime
@@ -330,3 +331,21 @@ async def test_derived_tokens_share_their_agent_rate_limit(
     assert (await gw.call("GET", "/v1/whoami", tokens["lim"])).status == 200  # 3
     for token in (child, tokens["lim"]):
         await assert_error(await gw.call("GET", "/v1/whoami", token), 429, "rate_limited")
+
+
+class _LosesMintDecisions(LineSink):
+    """The audit file, except that the record allowing a mint is lost."""
+
+    def write(self, message: str, fields: dict[str, str]) -> None:
+        if fields.get("TURRET_DECISION") == "allow" and "minted" in message:
+            raise OSError("disk full")
+        super().write(message, fields)
+
+
+async def test_mint_whose_decision_record_is_lost_mints_nothing(
+    upstream: Upstream, leak_check: Canaries, tmp_path: Path, state: StateStore
+) -> None:
+    auditor = Auditor(_LosesMintDecisions.open(str(tmp_path / "audit.jsonl")))
+    gw = await make_lease_gateway(upstream, leak_check, tmp_path, state=state, auditor=auditor)
+    await assert_error(await gw.mint(gw.tokens["alice"], {}), 503, "unavailable")
+    assert state.tokens.by_agent("alice") == []

@@ -84,11 +84,13 @@ async def mint(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         part = exceeding(request.scope, chain_layers(principal.agent, scopes))
         if part is not None:
             raise ScopeExceedsParent(f"{part} exceeds what this token may do itself")
-        token, row = await _insert(flow, store, principal, request)
     except RequestError as exc:
         flow.audit.refused(exc)
         raise
-    flow.audit.decision(Decision.allow(f"token {row.id} minted"), 201)
+    token, new = _new_token(flow, principal, request)
+    # Recorded before the token exists; if the record is lost, nothing is minted (503).
+    flow.audit.decision(Decision.allow(f"token {new.id} minted"), 201)
+    row = await asyncio.to_thread(store.tokens.insert, new)
     flow.audit.event(
         Event.TOKEN_MINTED,
         f"{principal.name}: token {row.id} minted, expires {rfc3339(row.expires)}",
@@ -114,9 +116,9 @@ def _may_derive(flow: Flow, principal: Principal) -> None:
         raise DeriveNotAllowed(f"derived tokens nest at most {MAX_DERIVE_DEPTH} deep")
 
 
-async def _insert(
-    flow: Flow, store: StateStore, principal: Principal, request: MintRequest
-) -> tuple[str, DerivedToken]:
+def _new_token(flow: Flow, principal: Principal, request: MintRequest) -> tuple[str, NewToken]:
+    """A new token and what is recorded of it: its expiry never past the parent's, nor past
+    the configured token's `expires`."""
     now = flow.ctx.wall()
     ends = [now + request.ttl]
     if flow.lease is not None:
@@ -137,7 +139,7 @@ async def _insert(
         may_derive=request.may_derive,
         description=request.description,
     )
-    return token, await asyncio.to_thread(store.tokens.insert, new)
+    return token, new
 
 
 def describe(row: DerivedToken) -> dict[str, Any]:
