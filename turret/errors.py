@@ -102,13 +102,40 @@ class Unauthorized(RequestError):
 
 
 class Revoked(Unauthorized):
-    """The token is valid but its agent was revoked by an operator (`turret revoke`)."""
+    """The token is valid but was revoked: its agent by an operator (`turret revoke`), or a
+    derived token (or one of its ancestors) by its agent, an operator or the killswitch."""
 
     code = "revoked"
 
 
 class Forbidden(RequestError):
     status, code = 403, "forbidden"
+
+
+class TokenExpired(Unauthorized):
+    """A derived token (or one of its ancestors) is past its expiry."""
+
+    code = "token_expired"
+
+
+class TokenExhausted(Unauthorized):
+    """A derived token has made all the requests its `max_uses` allowed."""
+
+    code = "token_exhausted"
+
+
+
+class ScopeExceedsParent(Forbidden):
+    """A derived token was asked for more than the caller may do itself; the message names the
+    first part of the request that exceeds."""
+
+    code = "scope_exceeds_parent"
+
+
+class DeriveNotAllowed(Forbidden):
+    """The caller may not mint derived tokens (`may_derive`, or the depth limit)."""
+
+    code = "derive_not_allowed"
 
 
 class NotFound(RequestError):
@@ -137,6 +164,12 @@ class UnprocessableEntity(RequestError):
     """Well-formed JSON whose values a capability does not accept; the message names the key."""
 
     status, code = 422, "invalid_params"
+
+
+class InvalidTokenRequest(UnprocessableEntity):
+    """A `POST /v1/tokens` body whose fields are not acceptable; the message names the field."""
+
+    code = "invalid_request"
 
 
 class TooManyRequests(RequestError):

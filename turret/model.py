@@ -80,6 +80,10 @@ class Agent:
     report: bool = False  # log what enforcement would deny, but allow it (for rollout)
     groups: tuple[Group, ...] = ()  # the groups whose agent globs match this agent
     limits: AgentLimits = field(default_factory=AgentLimits)
+    # Derived tokens: None leaves it to the groups, then to the default (turret.tokens).
+    max_ttl: float | None = None  # seconds
+    may_derive: bool | None = None
+    expires: float | None = None  # the configured token's own end (seconds since the epoch)
 
     @cached_property
     def proxy_index(self) -> dict[tuple[str, str], GlobIndex[str]]:
@@ -274,6 +278,8 @@ class Group:
     capabilities: tuple[CapabilityGrant, ...] = ()
     deny: tuple[DenyRule, ...] = ()
     proxy: tuple[ProxyGrant, ...] = ()
+    max_ttl: float | None = None  # derived tokens of its agents: see turret.tokens
+    may_derive: bool | None = None
 
 
 # --- what an agent asks for ---------------------------------------------------------------------

@@ -34,6 +34,9 @@ class Event(enum.Enum):
     RELOAD_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e07"
     ADMIN_ACTION = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e08"
     ADMIN_REFUSED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e09"
+    TOKEN_MINTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e31"  # noqa: S105 - an event id, not a secret
+    TOKEN_REVOKED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e32"  # noqa: S105 - an event id, not a secret
+    TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e33"  # noqa: S105 - an event id, not a secret
 
     @property
     def label(self) -> str:
@@ -77,6 +80,10 @@ class RequestAudit:
         scrub = self.scrub
         clean = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
         self.auditor.record(event, scrub(message), clean, priority=priority)
+
+    def event(self, event: Event, message: str, extra: Fields, priority: int = INFO) -> None:
+        """Another record of this request (a token minted or revoked), with its common fields."""
+        self._record(event, message, {**self.fields, **extra}, priority)
 
     def refused(self, exc: RequestError) -> None:
         """Record the refusal `exc`; of a flood, only the refusals the flood gate says to."""

@@ -318,11 +318,7 @@ class Gateway:
 # meant for one audience never serves another: the agents' sockets never serve the admin API
 # and the admin socket never serves agents.
 APPS: Mapping[str, Callable[[Gateway], web.Application]] = {
-    AGENTS: lambda gateway: create_app(
-        gateway.holder,
-        gateway.auditor,
-        controls=gateway.state.controls if gateway.state is not None else None,
-    ),
+    AGENTS: lambda gateway: create_app(gateway.holder, gateway.auditor, state=gateway.state),
     ADMIN: create_admin_app,
 }
 

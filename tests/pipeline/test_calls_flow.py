@@ -175,8 +175,8 @@ async def test_call_report_mode_allows_and_records_would_deny(pipe: Pipe) -> Non
     assert pipe.recorder.last(Event.DECISION)["TURRET_REPORT"] == "would-deny"
 
 
-def test_listing_shows_granted_capabilities_narrowed(pipe: Pipe) -> None:
-    reply = pipe.keep(listing(pipe.ctx, pipe.incoming("GET", "/v1/capabilities")))
+async def test_listing_shows_granted_capabilities_narrowed(pipe: Pipe) -> None:
+    reply = pipe.keep(await listing(pipe.ctx, pipe.incoming("GET", "/v1/capabilities")))
     assert isinstance(reply.json, dict)
     shown = {c["name"]: c for c in reply.json["capabilities"]}
     assert set(shown) == {"gitea.close_issue", "gitea.note"}  # delete_repo is denied by name
@@ -185,8 +185,9 @@ def test_listing_shows_granted_capabilities_narrowed(pipe: Pipe) -> None:
     assert pipe.recorder.last(Event.DECISION)["TURRET_DECISION"] == "allow"
 
 
-def test_listing_for_agent_without_grants_is_empty(pipe: Pipe) -> None:
-    reply = pipe.keep(listing(pipe.ctx, pipe.incoming("GET", "/v1/capabilities", agent="other")))
+async def test_listing_for_agent_without_grants_is_empty(pipe: Pipe) -> None:
+    incoming = pipe.incoming("GET", "/v1/capabilities", agent="other")
+    reply = pipe.keep(await listing(pipe.ctx, incoming))
     assert reply.json == {"ok": True, "capabilities": []}
 
 

@@ -23,8 +23,8 @@ from turret.ratelimit import Flooded
 from turret.records import Event
 
 
-def test_whoami_answers_agent_and_grants_and_spends_rate(pipe: Pipe) -> None:
-    reply = pipe.keep(whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent="tight")))
+async def test_whoami_answers_agent_and_grants_and_spends_rate(pipe: Pipe) -> None:
+    reply = pipe.keep(await whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent="tight")))
     assert reply.json == {
         "ok": True,
         "agent": "tight",
@@ -33,50 +33,51 @@ def test_whoami_answers_agent_and_grants_and_spends_rate(pipe: Pipe) -> None:
         },
     }
     assert pipe.recorder.last(Event.DECISION)["TURRET_DECISION"] == "allow"
-    pipe.keep(whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent="tight")))
+    pipe.keep(await whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent="tight")))
     with pytest.raises(TooManyRequests):  # burst 2: whoami is charged like any request
-        whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent="tight"))
+        await whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent="tight"))
     assert pipe.ctx.limiter.in_flight("tight") == 0
 
 
-def test_whoami_without_token_is_401_and_recorded(pipe: Pipe) -> None:
+async def test_whoami_without_token_is_401_and_recorded(pipe: Pipe) -> None:
     with pytest.raises(Unauthorized):
-        whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent=None))
+        await whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami", agent=None))
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 401
 
 
-def test_unrouted_records_and_charges_the_agent(pipe: Pipe) -> None:
+async def test_unrouted_records_and_charges_the_agent(pipe: Pipe) -> None:
     incoming = pipe.incoming("GET", "/v1/nosuch", agent="tight")
     for _ in range(2):
-        exc = unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
+        exc = await unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
         assert isinstance(exc, NotFound)
         assert pipe.recorder.last(Event.DECISION)["TURRET_AGENT"] == "tight"
     # Over the burst, the limit replaces the refusal: unrouted requests are not free.
-    exc = unrouted(pipe.ctx, incoming, MethodNotAllowed("method not allowed"))
+    exc = await unrouted(pipe.ctx, incoming, MethodNotAllowed("method not allowed"))
     assert isinstance(exc, TooManyRequests)
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 429
     assert len(pipe.recorder.records) == 3
 
 
-def test_unrouted_without_token_is_recorded_and_charged_to_flood_gate(pipe: Pipe) -> None:
+async def test_unrouted_without_token_is_recorded_and_charged_to_flood_gate(pipe: Pipe) -> None:
     incoming = pipe.incoming("GET", "/v1/nosuch", agent=None)
     for _ in range(2):  # the flood gate's burst
-        assert isinstance(unrouted(pipe.ctx, incoming, NotFound("no such endpoint")), NotFound)
+        refusal = await unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
+        assert isinstance(refusal, NotFound)
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 404
     assert "TURRET_AGENT" not in pipe.recorder.last(Event.DECISION)
-    flooded = unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
+    flooded = await unrouted(pipe.ctx, incoming, NotFound("no such endpoint"))
     assert isinstance(flooded, Flooded)  # the limit replaces the refusal
     assert pipe.recorder.last(Event.DECISION)["TURRET_STATUS"] == 429
     with pytest.raises(Flooded):  # the gate is shared with every other unauthenticated request
-        whoami(pipe.ctx, incoming)
+        await whoami(pipe.ctx, incoming)
 
 
-def test_flood_refusals_recorded_once_per_window_then_summarised(pipe: Pipe) -> None:
+async def test_flood_refusals_recorded_once_per_window_then_summarised(pipe: Pipe) -> None:
     incoming = pipe.incoming("GET", "/v1/whoami", agent=None)
     refusals = []
     for _ in range(6):
         with pytest.raises(RequestError) as info:
-            whoami(pipe.ctx, incoming)
+            await whoami(pipe.ctx, incoming)
         refusals.append(info.value)
     assert [type(e) for e in refusals] == [Unauthorized] * 2 + [Flooded] * 4
     assert len(pipe.recorder.records) == 3  # two 401s and the first flood refusal of the window
@@ -112,7 +113,7 @@ async def test_request_keeps_the_runtime_it_started_on(
     assert pipe.keep(await run(pipe.ctx, pipe.incoming("POST", target), io)).status == 200
     assert io.runtimes == [started_on]
     with pytest.raises(Unauthorized):  # the next request starts on the new runtime
-        whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami"))
+        await whoami(pipe.ctx, pipe.incoming("GET", "/v1/whoami"))
 
 
 async def test_pipeline_with_real_auditor_writes_lines_without_secrets(

@@ -25,6 +25,7 @@ from turret.config.constraints import (
     read_grant_constraint,
     read_result,
 )
+from turret.config.leases import DERIVE_KEYS, read_derive_settings
 from turret.config.proxy import read_proxy_grant
 from turret.config.yamlload import join
 from turret.model import (
@@ -358,7 +359,7 @@ def read_groups(
         path = join("groups", name)
         if not base.NAME.fullmatch(name):
             ck.fail(path, f"group name must match {base.NAME.pattern}")
-        spec = ck.mapping(path, body, {"agents"}, {"capabilities", "deny", "proxy"})
+        spec = ck.mapping(path, body, {"agents"}, {"capabilities", "deny", "proxy", *DERIVE_KEYS})
         if spec is None:
             continue
         globs = []
@@ -377,6 +378,7 @@ def read_groups(
             read_grants(ck, join(path, "capabilities"), spec.get("capabilities"), caps),
             read_deny(ck, join(path, "deny"), spec.get("deny"), caps, services),
             tuple(g for g in proxy if g is not None),
+            *read_derive_settings(ck, path, spec),
         )
     return groups
 

@@ -17,6 +17,7 @@ from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
 from turret.config.checker import Checker
+from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
 from turret.config.proxy import read_proxy_grant
 from turret.config.yamlload import join, read_yaml
 from turret.errors import ConfigError, ConfigIssue, YamlError
@@ -182,7 +183,7 @@ class _ConfigReader(Checker):
         if not AGENT_NAME.fullmatch(name):
             self.fail(path, f"agent name must match {AGENT_NAME.pattern}")
         keys = {"token_sha256", "token_credential", "proxy", "capabilities", "deny", "report"}
-        keys.add("limits")
+        keys |= {"limits", "expires", *DERIVE_KEYS}
         a = self.mapping(path, body, set(), keys)
         if a is None:
             return None
@@ -212,9 +213,21 @@ class _ConfigReader(Checker):
         agent_limits = limit_settings.read_agent_limits(
             self, join(path, "limits"), a.get("limits", {}), limits
         )
+        max_ttl, may_derive = read_derive_settings(self, path, a)
+        expires = read_expires(self, path, a)
         if digest is None and cred is None:
             return None
         proxy = tuple(g for g in grants if g is not None)
         return Agent(
-            name, digest, cred, proxy, capabilities, deny, report is True, limits=agent_limits
+            name,
+            digest,
+            cred,
+            proxy,
+            capabilities,
+            deny,
+            report is True,
+            limits=agent_limits,
+            max_ttl=max_ttl,
+            may_derive=may_derive,
+            expires=expires,
         )

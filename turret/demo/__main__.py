@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -66,9 +67,12 @@ async def main() -> None:
         await runner.setup()
         await web.TCPSite(runner, *UPSTREAM).start()
         config = resources.files("turret.demo") / "demo.yaml"
+        state = creds / "state"  # derived tokens live in the state store
+        state.mkdir(mode=0o700)
         _explain(token, str(config))
+        options = ServeOptions(str(config), tmp, state_dir=str(state))
         try:
-            await serve(ServeOptions(str(config), tmp), Auditor(default_sink(None)))
+            await serve(options, Auditor(default_sink(None)))
         finally:
             await runner.cleanup()
 
@@ -76,6 +80,14 @@ async def main() -> None:
 def _explain(token: str, config: str) -> None:
     base = "http://127.0.0.1:8421"
     auth = f'-H "Authorization: Bearer {token}"'
+    lease = json.dumps(
+        {
+            "ttl": "15m",
+            "max_uses": 5,
+            "description": "read-only helper",
+            "proxy": [{"service": "notes", "methods": ["GET"], "paths": ["/api/notes"]}],
+        }
+    )
     print(
         f"""
 Turret demo: config {config}
@@ -96,6 +108,13 @@ Try, from another terminal:
   curl -s -X DELETE {auth} {base}/v1/proxy/notes/api/notes/1
   # refused: no token (401)
   curl -s {base}/v1/proxy/notes/api/notes
+  # hand a sub-agent less: a 15-minute token that may only read the notes, 5 requests at most
+  curl -s {auth} -d '{lease}' {base}/v1/tokens
+  # ...use its "token" like your own: GET /api/notes works, POST is 403, a 6th request 401
+  curl -s -H "Authorization: Bearer <the derived token>" {base}/v1/whoami
+  # your derived tokens (never their values); revoke one and all it minted
+  curl -s {auth} {base}/v1/tokens
+  curl -s -X DELETE {auth} {base}/v1/tokens/<its id>
 
 Audit records are printed below as JSON lines (journald when run under systemd). Ctrl-C stops.
 """,

@@ -58,10 +58,10 @@ def visible(agent: Agent, capabilities: dict[str, Capability]) -> list[dict[str,
     return out
 
 
-def listing(ctx: Context, incoming: Incoming) -> Reply:
+async def listing(ctx: Context, incoming: Incoming) -> Reply:
     """`GET /v1/capabilities`: tool definitions for what this agent may call."""
     flow = begin(ctx, incoming, "/v1/capabilities")
-    principal = admit(flow)
+    principal = await admit(flow)
     flow.audit.decision(Decision.allow("list capabilities"), 200)
     capabilities = visible(principal.agent, dict(flow.runtime.config.capabilities))
     return Reply(200, {"ok": True, "capabilities": capabilities})
@@ -74,7 +74,7 @@ async def call(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
     flow = begin(ctx, incoming, CALL_PREFIX + raw_name)
     audit = flow.audit
     audit.fields["TURRET_CAPABILITY"] = raw_name
-    principal = admit(flow)
+    principal = await admit(flow)
     try:
         capability = _capability(flow.runtime, raw_name)
         decision, params, seen = await _decide_call(flow, principal, capability, io)
@@ -117,7 +117,7 @@ async def explain(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
     """`POST /v1/explain` with `{capability, params}` or `{service, method, path}`: the decision
     and its reason, without acting."""
     flow = begin(ctx, incoming, "/v1/explain")
-    principal = admit(flow)
+    principal = await admit(flow)
     try:
         raw = await io.body(MAX_BODY_BYTES, flow.runtime.config.limits.body_timeout)
         # Recorded fields may come from it, decoded: params, a path, a name quoted in an error.

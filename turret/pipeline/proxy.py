@@ -8,6 +8,8 @@ forward (the echo guard runs on the answer) → record the outcome.
 
 from __future__ import annotations
 
+import json
+
 from turret.errors import BadRequest, Forbidden, RequestError
 from turret.headers import caller_headers
 from turret.model import Outbound, ProxyAction
@@ -21,10 +23,13 @@ from turret.pipeline.request import (
     admit,
     authenticate,
     begin,
+    count_use,
     refuse_secrets,
 )
 from turret.policy import Decision, decide
 from turret.principal import Principal
+from turret.tokens import ScopeRestriction as Scoped
+from turret.tokens import rfc3339
 
 PROXY_PREFIX = "/v1/proxy/"
 
@@ -49,16 +54,31 @@ def proxy_reason(decision: Decision) -> str:
     return f"denied by {decision.rule}" if decision.rule else "no grant allows this request"
 
 
-def whoami(ctx: Context, incoming: Incoming) -> Reply:
-    """`GET /v1/whoami`: the calling agent and its grants (it only spends rate)."""
+async def whoami(ctx: Context, incoming: Incoming) -> Reply:
+    """`GET /v1/whoami`: the calling agent and its grants (it only spends rate); with a derived
+    token, also the token: its id, parent, expiry, uses left and scope (each ancestor's scope
+    applies too: `chain` lists them, root first)."""
     flow = begin(ctx, incoming, "/v1/whoami")
-    principal = admit(flow)
+    principal = await admit(flow)
     flow.audit.decision(Decision.allow("whoami"), 200)
     grants = [
         {"service": g.service, "methods": sorted(g.methods), "paths": [p.pattern for p in g.paths]}
         for g in principal.agent.proxy
     ]
-    return Reply(200, {"ok": True, "agent": principal.name, "grants": {"proxy": grants}})
+    answer: dict[str, object] = {"ok": True, "agent": principal.name, "grants": {"proxy": grants}}
+    lease = ctx.state.tokens.get(principal.token_id) if ctx.state and principal.token_id else None
+    if lease is not None:
+        answer["token"] = {
+            "id": lease.id,
+            "parent": lease.parent_id,
+            "expires_at": rfc3339(lease.expires),
+            "uses": lease.uses,
+            "uses_left": lease.uses_left(),
+            "may_derive": lease.may_derive,
+            "scope": json.loads(lease.scope),
+            "chain": [r.token_id for r in principal.restrictions if isinstance(r, Scoped)],
+        }
+    return Reply(200, answer)
 
 
 async def proxy(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
@@ -68,6 +88,7 @@ async def proxy(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         raw_service, raw_path, query = split_target(incoming.target)
         flow.audit.fields.update(TURRET_SERVICE=raw_service, TURRET_PATH=raw_path)
         principal = authenticate(flow)
+        await count_use(flow, principal)
         ctx.limiter.acquire(principal.name, principal.agent.limits)
     except RequestError as exc:
         flow.audit.refused(exc)

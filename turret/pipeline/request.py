@@ -8,13 +8,15 @@ charges the limits. Every refusal on the way is recorded through `RequestAudit.r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from turret.auth import bearer_token
+from turret.auth import bearer_token, token_sha256
 from turret.echo import Redactor, wire_bytes
 from turret.errors import (
     CredentialInRequest,
@@ -22,16 +24,22 @@ from turret.errors import (
     RequestError,
     Revoked,
     Sealed,
+    TokenExhausted,
+    TokenExpired,
     Unauthorized,
 )
 from turret.exfil import TokenGuard, carries_async, find_secret_async
 from turret.headers import method_override_parameter
-from turret.model import Outbound, Service, UpstreamResponse
-from turret.principal import Peer, Principal
+from turret.model import Agent, Outbound, Service, UpstreamResponse
+from turret.principal import Peer, Principal, Source
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.records import NOTICE, Event, Recorder, RequestAudit
 from turret.runtime import Runtime, RuntimeHolder
 from turret.scrub import Scrubber
+from turret.tokens import ScopeCache, ScopeRestriction
+
+if TYPE_CHECKING:
+    from turret.state import DerivedToken, StateStore
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,9 @@ class Controls(Protocol):
 
 @dataclass(frozen=True)
 class Context:
-    """What outlives a request: the runtime cell, the audit trail, limits, known tokens, and
-    the operator's switches (None without a state store: nothing can be sealed or revoked)."""
+    """What outlives a request: the runtime cell, the audit trail, limits, known tokens, the
+    operator's switches and the state store (both None without a state directory: nothing can be
+    sealed or revoked, and there are no derived tokens), and the wall clock."""
 
     holder: RuntimeHolder
     auditor: Recorder
@@ -93,6 +102,9 @@ class Context:
     flood: FloodGate
     tokens: TokenGuard
     controls: Controls | None = None
+    state: StateStore | None = None
+    wall: Callable[[], float] = time.time  # seconds since the epoch: token expiry
+    scopes: ScopeCache = field(default_factory=ScopeCache)
 
 
 @dataclass
@@ -103,6 +115,7 @@ class Flow:
     incoming: Incoming
     runtime: Runtime
     audit: RequestAudit
+    lease: DerivedToken | None = None  # the derived token the request was made with
 
     def guards(self) -> tuple[Redactor, ...]:
         """What no request may carry: loaded and injected credentials, and agent tokens."""
@@ -133,12 +146,18 @@ def authenticate(flow: Flow) -> Principal:
     # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
     token = bearer_token(values[0]) if len(values) == 1 else None
     agent = flow.runtime.tokens.agent_for(token) if token else None
+    if agent is None and token is not None:
+        derived = _derived_principal(flow, token)
+        if derived is not None:
+            refuse_if_revoked(flow.ctx.controls, derived.name)  # its agent's revocation too
+            return derived
     if agent is None or token is None:  # (token is None implies agent is None; mypy needs both)
         flow.ctx.flood.admit(flow.runtime.config.limits.unauthenticated)
         raise Unauthorized("missing or invalid agent token")
     flow.ctx.tokens.remember(token)  # from now on, no request may carry it upstream
     flow.audit.fields["TURRET_AGENT"] = agent.name
     refuse_if_revoked(flow.ctx.controls, agent.name)
+    _refuse_expired(flow, agent)
     return Principal(agent, peer=flow.incoming.peer)
 
 
@@ -155,11 +174,67 @@ def refuse_if_revoked(controls: Controls | None, agent: str) -> None:
         raise Revoked("agent revoked", reason=f"agent {agent} is revoked")
 
 
-def admit(flow: Flow) -> Principal:
-    """Authenticate and spend one request of the agent's rate (a cheap endpoint holds no slot
-    beyond that); every refusal is recorded."""
+def _refuse_expired(flow: Flow, agent: Agent) -> None:
+    """`TokenExpired` once a configured token is past its `expires`."""
+    if agent.expires is not None and flow.ctx.wall() >= agent.expires:
+        raise TokenExpired("this agent token has expired", reason="configured token expired")
+
+
+def _derived_principal(flow: Flow, token: str) -> Principal | None:
+    """The principal of a derived token, None if `token` is not one; `Revoked` or
+    `TokenExpired` if it or an ancestor is, `TokenExhausted` if no use is left. Its scope and
+    each ancestor's, read against the current config, are the principal's restrictions."""
+    state = flow.ctx.state
+    lease = state.tokens.by_digest(token_sha256(token)) if state is not None else None
+    agent = flow.runtime.config.agents.get(lease.agent) if lease is not None else None
+    if state is None or lease is None or agent is None:
+        return None  # an unknown token, or the agent is no longer configured
+    flow.ctx.tokens.remember(token)
+    chain = state.tokens.ancestry(lease.id)
+    flow.lease = lease
+    flow.audit.fields.update(
+        TURRET_AGENT=agent.name,
+        TURRET_TOKEN_ID=lease.id,
+        TURRET_TOKEN_CHAIN=",".join(t.id for t in chain),
+    )
+    now = flow.ctx.wall()
+    refusal: Unauthorized | None = None
+    if any(t.revoked_at is not None for t in chain):
+        refusal = Revoked("this token was revoked", reason=f"token {lease.id} revoked")
+    elif any(now >= t.expires for t in chain) or _past(agent.expires, now):
+        refusal = TokenExpired("this token has expired", reason=f"token {lease.id} expired")
+    elif lease.uses_left() == 0:
+        refusal = TokenExhausted("this token has no use left", reason=f"token {lease.id} used up")
+    if refusal is not None:
+        # A token that no longer works is charged like no token: to the shared flood gate.
+        flow.ctx.flood.admit(flow.runtime.config.limits.unauthenticated)
+        raise refusal
+    config = flow.runtime.config
+    scopes = tuple(ScopeRestriction(t.id, flow.ctx.scopes.get(t.scope, config)) for t in chain)
+    return Principal(agent, Source.DERIVED, lease.id, scopes, flow.incoming.peer)
+
+
+def _past(moment: float | None, now: float) -> bool:
+    return moment is not None and now >= moment
+
+
+async def count_use(flow: Flow, principal: Principal) -> None:
+    """Count the request against a derived token's `max_uses` (allowed or not): one atomic
+    write, off the loop; `TokenExhausted` when none was left."""
+    state = flow.ctx.state
+    if principal.token_id is None or state is None:
+        return
+    count = await asyncio.to_thread(state.tokens.use, principal.token_id)
+    if count is None:
+        raise TokenExhausted("this token has no use left", reason="token used up")
+
+
+async def admit(flow: Flow) -> Principal:
+    """Authenticate, count a derived token's use and spend one request of the agent's rate (a
+    cheap endpoint holds no slot beyond that); every refusal is recorded."""
     try:
         principal = authenticate(flow)
+        await count_use(flow, principal)
         with flow.ctx.limiter.slot(principal.name, principal.agent.limits):
             pass
     except RequestError as exc:
@@ -197,13 +272,15 @@ async def refuse_secrets(flow: Flow, out: Outbound) -> None:
         )
 
 
-def unrouted(ctx: Context, incoming: Incoming, exc: RequestError) -> RequestError:
+async def unrouted(ctx: Context, incoming: Incoming, exc: RequestError) -> RequestError:
     """A refusal no endpoint saw (no such endpoint, wrong method, HTTP/0.9), recorded so that
     every request has its audit record; the error to answer with (a limit may replace it)."""
     flow = begin(ctx, incoming, incoming.path)
     try:
-        # A valid token makes its agent pay for the refusal; none puts it on the flood gate.
+        # A valid token makes its agent pay for the refusal (and a derived one counts a use);
+        # none puts it on the flood gate.
         principal = authenticate(flow)
+        await count_use(flow, principal)
         with ctx.limiter.slot(principal.name, principal.agent.limits):
             pass
     except Unauthorized:

@@ -30,7 +30,8 @@ from turret.state.db import (
     resolve_state_dir,
 )
 from turret.state.schema import MIGRATIONS
-from turret.state.tokens import DerivedToken, NewToken, Tokens
+from turret.state.tokens import DerivedToken, Tokens
+from turret.tokens import NewToken
 
 __all__ = [
     "DB_NAME",

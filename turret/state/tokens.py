@@ -18,24 +18,9 @@ import sqlite3
 from dataclasses import dataclass
 
 from turret.state.db import Database
+from turret.tokens import NewToken  # the value is pure: the pipeline builds it
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class NewToken:
-    """What is recorded when a token is minted (depth is derived from the parent)."""
-
-    id: str
-    digest: str
-    agent: str
-    parent_id: str | None
-    scope: str  # JSON text
-    created: float
-    expires: float
-    max_uses: int | None
-    may_derive: bool
-    description: str = ""
 
 
 @dataclass(frozen=True)

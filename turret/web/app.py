@@ -3,6 +3,9 @@ the routes together; everything it serves is a thin adapter of `turret.pipeline`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -12,16 +15,22 @@ from aiohttp.resolver import DefaultResolver
 from turret.audit import Auditor
 from turret.connector import ResolverFactory, SessionPool
 from turret.counters import CountingRecorder, RequestCounters
+from turret.errors import AuditUnavailable
 from turret.exfil import TokenGuard
 from turret.httpserver import handler_args
-from turret.pipeline.request import Context, Controls, record_flood_summary
+from turret.pipeline.request import Context, record_flood_summary
+from turret.pipeline.tokens import prune_expired
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
+from turret.state import StateStore
 from turret.web.capabilities import add_capability_routes
 from turret.web.keys import CONTEXT, COUNTERS, REQUEST_IDS, STATS, UPSTREAMS, Stats
 from turret.web.middleware import error_middleware, no_version_banner
 from turret.web.proxy import add_proxy_routes
+from turret.web.tokens import add_token_routes
+
+log = logging.getLogger("turret")
 
 
 def create_app(
@@ -30,13 +39,16 @@ def create_app(
     *,
     resolver: ResolverFactory = DefaultResolver,
     clock: Callable[[], float] = time.monotonic,
-    controls: Controls | None = None,
+    state: StateStore | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> web.Application:
     """The Turret application; the upstream client sessions live as long as the app.
 
     `resolver` makes the DNS resolver whose answers the address policy checks; `clock` drives
-    the rate limits; `controls` (the state store's) seal Turret and revoke agents. The server
-    limits of the config the app starts with apply until restart.
+    the rate limits, `wall` (seconds since the epoch) the expiry of tokens. `state` (the
+    store) holds derived tokens and the operator's switches (seal, revocations); without it,
+    minting a token answers 503 and nothing can be sealed or revoked. The server limits of the
+    config the app starts with apply until restart.
     """
     app = web.Application(
         middlewares=[error_middleware],
@@ -44,16 +56,20 @@ def create_app(
     )
     counters = app[COUNTERS] = RequestCounters()
     recorder = CountingRecorder(auditor, counters, time.time)
+    controls = state.controls if state is not None else None
     app[CONTEXT] = Context(
-        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), controls
+        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), controls, state, wall
     )
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
     app.cleanup_ctx.append(_flood_summary_at_exit)
+    if state is not None:
+        app.cleanup_ctx.append(_token_pruner)
     app.on_response_prepare.append(no_version_banner)
     add_proxy_routes(app)
     add_capability_routes(app)
+    add_token_routes(app)
     return app
 
 
@@ -68,3 +84,22 @@ async def _client_sessions(app: web.Application, resolver: ResolverFactory) -> A
 async def _flood_summary_at_exit(app: web.Application) -> AsyncIterator[None]:
     yield
     record_flood_summary(app[CONTEXT], final=True)
+
+
+PRUNE_EVERY = 600.0  # seconds between prunings of expired derived tokens
+
+
+async def _token_pruner(app: web.Application) -> AsyncIterator[None]:
+    async def prune() -> None:
+        while True:
+            try:
+                await prune_expired(app[CONTEXT])
+            except AuditUnavailable:
+                log.exception("token_expired records lost; the tokens stay until the next try")
+            await asyncio.sleep(PRUNE_EVERY)
+
+    task = asyncio.create_task(prune())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -11,7 +11,7 @@ from turret.web.request import AiohttpExchange, incoming, respond
 
 async def handle_list(request: web.Request) -> web.Response:
     """`GET /v1/capabilities`."""
-    return respond(calls.listing(request.app[CONTEXT], incoming(request)))
+    return respond(await calls.listing(request.app[CONTEXT], incoming(request)))
 
 
 async def handle_call(request: web.Request) -> web.Response:

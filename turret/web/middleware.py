@@ -84,15 +84,15 @@ def _log_internal_error(request: web.Request, exc: Exception) -> None:
 async def _dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.version not in SUPPORTED_HTTP:
         # HTTP/0.9 has no framing at all; other parsers would read the bytes differently.
-        return _unrouted(request, BadRequest("only HTTP/1.0 and HTTP/1.1 are supported"))
+        return await _unrouted(request, BadRequest("only HTTP/1.0 and HTTP/1.1 are supported"))
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        return _unrouted(request, _from_http(exc))
+        return await _unrouted(request, _from_http(exc))
 
 
-def _unrouted(request: web.Request, exc: RequestError) -> web.Response:
-    answer = unrouted(request.app[CONTEXT], incoming(request), exc)
+async def _unrouted(request: web.Request, exc: RequestError) -> web.Response:
+    answer = await unrouted(request.app[CONTEXT], incoming(request), exc)
     return error_response(answer, request[REQUEST_ID])
 
 

@@ -11,7 +11,7 @@ from turret.web.request import AiohttpExchange, incoming, respond
 
 async def handle_whoami(request: web.Request) -> web.Response:
     """`GET /v1/whoami`."""
-    return respond(proxy.whoami(request.app[CONTEXT], incoming(request)))
+    return respond(await proxy.whoami(request.app[CONTEXT], incoming(request)))
 
 
 async def handle_proxy(request: web.Request) -> web.Response:
