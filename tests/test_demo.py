@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import signal
+import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from aiohttp import ClientSession
+from aiohttp import ClientSession, UnixConnector
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.admin.conftest import eventually, free_port
 from turret.audit import Auditor, LineSink
 from turret.config import load_config
-from turret.demo.__main__ import demo_upstream
+from turret.demo.__main__ import LEASE, demo_upstream
 from turret.providers.build import build_runtime
 from turret.runtime import RuntimeHolder
 from turret.web.app import create_app
@@ -43,3 +50,78 @@ async def test_demo_config_and_upstream_work_together(tmp_path: Path) -> None:
             direct = await session.get(upstream.make_url("/api/notes"))
             assert direct.status == 401  # the demo upstream insists on its credential
     assert secret not in (tmp_path / "audit.jsonl").read_text()
+
+
+async def _read_walkthrough(stdout: asyncio.StreamReader) -> str:
+    """The demo's printed walkthrough: everything up to its last line."""
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith("Audit records are printed below"):
+        line = await stdout.readline()
+        assert line, f"the demo ended early: {''.join(lines)}"
+        lines.append(line.decode())
+    return "".join(lines)
+
+
+async def test_demo_prints_the_operator_walkthrough_and_serves_its_admin_socket() -> None:
+    port, upstream_port = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "turret.demo", "--port", str(port),
+        "--upstream-port", str(upstream_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        text = await _read_walkthrough(proc.stdout)
+        token = re.search(r"demo agent token: (turret_\S+)", text)
+        socket = re.search(r"turret status --admin-socket (\S+/admin\.sock)\n", text)
+        assert token and socket, text
+        admin = f"--admin-socket {socket[1]}"
+        base = f"http://127.0.0.1:{port}"
+        for line in (
+            f"turret tokens {admin}",
+            f'turret revoke demo --reason "trying it out" {admin}',
+            f"turret unrevoke demo {admin}",
+            f"TURRET_TOKEN={token[1]} turret mcp --url {base}",
+            f"claude mcp add turret -e TURRET_TOKEN={token[1]} -- turret mcp --url {base}",
+            f"-d '{json.dumps(LEASE)}' {base}/v1/tokens",
+        ):
+            assert line in text, line
+        await eventually(lambda: Path(socket[1]).exists())
+        status, doc = await _admin_status(socket[1])
+        assert status == 200 and doc["agents"] == {"count": 1, "revoked": []}
+        assert doc["state_store"] is True and doc["sealed"] is None
+        assert await _whoami(base, token[1]) == (200, None)
+        # The walkthrough's commands, as printed, as this (non-root) user.
+        assert await _turret("revoke", "demo", "--reason", "trying it out", *admin.split()) == 0
+        assert await _whoami(base, token[1]) == (401, "revoked")
+        assert await _turret("unrevoke", "demo", *admin.split()) == 0
+        assert await _whoami(base, token[1]) == (200, None)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await proc.communicate()
+    assert not Path(socket[1]).parent.exists()  # the demo cleans up after itself
+
+
+async def _turret(*args: str) -> int | None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "turret", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    return await proc.wait()
+
+
+async def _whoami(base: str, token: str) -> tuple[int, str | None]:
+    async with (
+        ClientSession() as session,
+        session.get(f"{base}/v1/whoami", headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
+        doc = await resp.json()
+        return resp.status, doc.get("error", {}).get("code")
+
+
+async def _admin_status(path: str) -> tuple[int, Any]:
+    async with (
+        ClientSession(connector=UnixConnector(path)) as session,
+        session.get("http://turret/v1/admin/status") as resp,
+    ):
+        return resp.status, await resp.json()

@@ -7,19 +7,24 @@ writes fsync, so the app calls the commands in a worker thread; the documents on
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from turret.counters import RequestCounters
-from turret.errors import NotFound, ServiceUnavailable
+from turret.errors import BadRequest, NotFound, ServiceUnavailable
 from turret.model import AGENT_NAME, AdminSettings, Agent, Config
+from turret.pipeline.tokens import operator_listing
 from turret.state import Revocation, Seal, StateStore, by_uid
+from turret.tokens import rfc3339
 
 NO_STORE = (
     "no state store: run Turret with a state directory (StateDirectory=turret under systemd, "
     "or `turret serve --state-dir DIR`) to seal, revoke or keep derived tokens"
 )
 MAX_REASON_CHARS = 500
+TOKEN_ID = re.compile(r"tok_[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -157,9 +162,10 @@ def status_doc(
 
 
 def agents_doc(
-    config: Config, state: StateStore | None, counters: RequestCounters
+    config: Config, state: StateStore | None, counters: RequestCounters, at: float
 ) -> list[dict[str, object]]:
-    """The document of `turret agents`: one entry per configured agent, by name."""
+    """The document of `turret agents`: one entry per configured agent, by name, with its
+    configured token's `expires` (and whether that is past at `at`)."""
     revoked: Mapping[str, Revocation] = state.controls.revoked_agents() if state else {}
     return [
         {
@@ -168,9 +174,50 @@ def agents_doc(
             "revoked": revocation_doc(revoked.get(name)),
             "last_seen": counters.last_seen.get(name),
             "requests": counters.by_agent(name),
+            "expires": None if agent.expires is None else rfc3339(agent.expires),
+            "expired": agent.expires is not None and agent.expires <= at,
         }
         for name, agent in sorted(config.agents.items())
     ]
+
+
+def tokens_doc(
+    state: StateStore, config: Config, agent: str | None, at: float
+) -> list[dict[str, Any]]:
+    """The document of `turret tokens [--agent A]`: every derived token of the configured agents
+    (or of A) still in the store, in force or recently expired, by agent, oldest first; never a
+    value."""
+    if agent is not None and agent not in config.agents:
+        raise NotFound(f"no agent {agent!r} in the configuration")
+    agents = [agent] if agent is not None else sorted(config.agents)
+    rows = operator_listing(state, agents, at)
+    return [{**r, "scope_summary": scope_summary(r["scope"])} for r in rows]
+
+
+def scope_summary(scope: Mapping[str, Any]) -> str:
+    """A token's scope in brief: `service METHODS paths` per proxy grant, `cap NAME` per
+    capability; `nothing` for an empty scope."""
+    parts = [
+        f"{g['service']} {'/'.join(g.get('methods', []))} {' '.join(g.get('paths', []))}".strip()
+        for g in scope.get("proxy", [])
+    ]
+    parts += [f"cap {g['name']}" for g in scope.get("capabilities", [])]
+    return "; ".join(parts) or "nothing"
+
+
+def token_id_of(value: str) -> str:
+    """A derived token's id as the operator typed it, or 400."""
+    if not TOKEN_ID.fullmatch(value):
+        raise BadRequest(f"a token id must match {TOKEN_ID.pattern}")
+    return value
+
+
+def known_token(state: StateStore, token_id: str) -> str:
+    """The id of a token in the store, or 404; its agent."""
+    row = state.tokens.get(token_id)
+    if row is None:
+        raise NotFound(f"no derived token {token_id!r}")
+    return row.agent
 
 
 def grants_summary(agent: Agent) -> dict[str, object]:

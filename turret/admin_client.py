@@ -1,6 +1,6 @@
 """The operator's side of the admin socket: `turret status`, `agents`, `revoke`, `unrevoke`,
-`killswitch`, `seal`, `unseal`. JSON over HTTP on a unix socket; each prints a line a person
-can read, or the JSON document with `--json`."""
+`killswitch`, `seal`, `unseal`, `tokens [--agent A]`, `tokens revoke ID`. JSON over HTTP on a
+unix socket; each prints a line a person can read, or the JSON document with `--json`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,10 @@ class Call:
     body: dict[str, str] | None = None
 
 
+class UsageError(Exception):
+    """The command line is incomplete in a way argparse cannot say (`tokens revoke` without ID)."""
+
+
 class Unreachable(Exception):
     """Turret did not answer on the admin socket (not running, no access, or refused)."""
 
@@ -45,6 +50,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "killswitch": "seal Turret and revoke every derived token",
         "seal": "refuse every agent request (503 sealed) until unsealed",
         "unseal": "serve agents again",
+        "tokens": "list derived tokens (`tokens revoke ID`: revoke one and all it minted)",
     }
     for name, help_text in commands.items():
         p = sub.add_parser(name, help=help_text)
@@ -52,6 +58,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             p.add_argument("agent", metavar="AGENT")
         if name in {"revoke", "killswitch", "seal"}:
             p.add_argument("--reason", metavar="TEXT", help="recorded with the action")
+        if name == "tokens":
+            p.add_argument("action", nargs="?", choices=["revoke"], help="revoke token ID")
+            p.add_argument("token_id", nargs="?", metavar="ID")
+            p.add_argument("--agent", metavar="AGENT", help="only this agent's tokens")
         p.add_argument(
             "--admin-socket",
             metavar="PATH",
@@ -71,15 +81,33 @@ def call_for(args: argparse.Namespace) -> Call:
             # Quoted whole: a name is one path segment, never `../seal`.
             agent = urllib.parse.quote(args.agent, safe="")
             return Call("POST", f"agents/{agent}/{args.command}", reason)
+        case "tokens":
+            return _tokens_call(args)
         case _:
             return Call("POST", args.command, reason)
 
 
+def _tokens_call(args: argparse.Namespace) -> Call:
+    if args.action is None:
+        if args.token_id is not None:
+            raise UsageError("expected `tokens revoke ID`")
+        query = f"?agent={urllib.parse.quote(args.agent, safe='')}" if args.agent else ""
+        return Call("GET", f"tokens{query}")
+    if args.token_id is None or args.agent is not None:
+        raise UsageError("usage: turret tokens revoke ID")
+    return Call("POST", f"tokens/{urllib.parse.quote(args.token_id, safe='')}/revoke")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run one admin command; the exit status (0, 1 failed, 69 Turret not reachable)."""
+    """Run one admin command; the exit status (0, 1 failed, 2 usage, 69 Turret not reachable)."""
     path = args.admin_socket or os.environ.get("TURRET_ADMIN_SOCKET") or DEFAULT_ADMIN_SOCKET
     try:
-        status, doc = asyncio.run(request(path, call_for(args)))
+        call = call_for(args)
+    except UsageError as exc:
+        print(f"turret {args.command}: {exc}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        status, doc = asyncio.run(request(path, call))
     except Unreachable as exc:
         print(f"turret: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -122,6 +150,10 @@ def render(command: str, doc: Any) -> str:
         return render_status(doc)
     if command == "agents":
         return render_agents(doc["agents"])
+    if command == "tokens":
+        if "tokens" in doc:
+            return render_tokens(doc["tokens"])
+        return f"revoked {len(doc['revoked'])} tokens: {', '.join(doc['revoked']) or 'none'}"
     if command == "revoke":
         return f"revoked {doc['agent']}; {doc['derived_tokens_revoked']} derived tokens revoked"
     if command == "unrevoke":
@@ -156,21 +188,61 @@ def render_status(doc: dict[str, Any]) -> str:
 
 def render_agents(agents: list[dict[str, Any]]) -> str:
     """`turret agents` as a table."""
-    rows = [("AGENT", "REVOKED", "LAST SEEN", "ALLOW", "DENY", "GRANTS")]
+    rows = [("AGENT", "REVOKED", "TOKEN EXPIRES", "LAST SEEN", "ALLOW", "DENY", "GRANTS")]
     for a in agents:
         grants = a["grants"]
         summary = [f"{s} {'/'.join(m)}" for s, m in grants["proxy"].items()]
         summary += [f"cap {c}" for c in grants["capabilities"]]
+        expires = a["expires"] or "never"
         rows.append(
             (
                 a["agent"],
                 "yes" if a["revoked"] else "no",
+                f"expired {expires}" if a["expired"] else expires,
                 _when(a["last_seen"]),
                 str(a["requests"].get("allow", 0)),
                 str(a["requests"].get("deny", 0)),
                 "; ".join(summary) or "none",
             )
         )
+    return _table(rows)
+
+
+def render_tokens(tokens: list[dict[str, Any]]) -> str:
+    """`turret tokens` as a table: never a token value (the server has none to give)."""
+    if not tokens:
+        return "no derived tokens"
+    rows = [("ID", "AGENT", "PARENT", "STATE", "EXPIRES", "USES", "CREATED", "SCOPE", "DESCR")]
+    for t in tokens:
+        state = _token_state(t)
+        uses = f"{t['uses']}/{t['max_uses']}" if t["max_uses"] is not None else str(t["uses"])
+        rows.append(
+            (
+                t["id"],
+                t["agent"],
+                t["parent"] or "-",
+                state,
+                t["expires_at"],
+                uses,
+                t["created"],
+                t["scope_summary"],
+                t["description"] or "",
+            )
+        )
+    return _table(rows)
+
+
+def _token_state(token: dict[str, Any]) -> str:
+    if token["revoked"]:
+        return "revoked"
+    if token["in_force"]:
+        return "in force"
+    used_up = token["max_uses"] is not None and token["uses"] >= token["max_uses"]
+    return "used up" if used_up else "expired"
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell; the last one as it is."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]

@@ -1,7 +1,9 @@
-"""Start the demo upstream and Turret on `demo.yaml`, then show how to try them."""
+"""Start the demo upstream and Turret on `demo.yaml`, with an admin socket in the demo's
+temporary directory, then show how to try them (as an agent, and as its operator)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hmac
 import json
@@ -18,8 +20,15 @@ from turret.auth import new_token
 from turret.errors import StartupError
 from turret.server import ServeOptions, serve
 
-UPSTREAM = ("127.0.0.1", 8422)
+HOST, PORT, UPSTREAM_PORT = "127.0.0.1", 8421, 8422
 SECRET_KEY = web.AppKey("secret", str)
+# What the walkthrough's sub-agent token may do: read the notes, for 15 minutes, 5 times.
+LEASE = {
+    "ttl": "15m",
+    "max_uses": 5,
+    "description": "read-only helper",
+    "proxy": [{"service": "notes", "methods": ["GET"], "paths": ["/api/notes"]}],
+}
 
 
 def demo_upstream(secret: str) -> web.Application:
@@ -57,7 +66,19 @@ def demo_upstream(secret: str) -> web.Application:
     return app
 
 
-async def main() -> None:
+def _config(tmp: Path, port: int, upstream_port: int) -> str:
+    """The bundled `demo.yaml`, or a copy of it in `tmp` on other ports (`--port`)."""
+    bundled = resources.files("turret.demo") / "demo.yaml"
+    if (port, upstream_port) == (PORT, UPSTREAM_PORT):
+        return str(bundled)
+    text = bundled.read_text().replace(f"{HOST}:{UPSTREAM_PORT}", f"{HOST}:{upstream_port}")
+    copy = tmp / "demo.yaml"
+    copy.write_text(text.replace(f"{HOST}:{PORT}", f"{HOST}:{port}"))
+    return str(copy)
+
+
+async def main(port: int = PORT, upstream_port: int = UPSTREAM_PORT) -> None:
+    """Run the demo until interrupted; its files live in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="turret-demo-") as tmp:
         creds = Path(tmp)
         secret, token = "demo-" + new_token(), new_token()
@@ -65,33 +86,28 @@ async def main() -> None:
         (creds / "demo-agent-token").write_text(token)
         runner = web.AppRunner(demo_upstream(secret), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, *UPSTREAM).start()
-        config = resources.files("turret.demo") / "demo.yaml"
-        state = creds / "state"  # derived tokens live in the state store
+        await web.TCPSite(runner, HOST, upstream_port).start()
+        config = _config(creds, port, upstream_port)
+        state = creds / "state"  # derived tokens, revocations and the seal live here
         state.mkdir(mode=0o700)
-        _explain(token, str(config))
-        options = ServeOptions(str(config), tmp, state_dir=str(state))
+        # Turret's own uid may always use the admin socket: no root needed for the demo.
+        admin_socket = str(creds / "admin.sock")
+        _explain(token, config, f"http://{HOST}:{port}", f"http://{HOST}:{upstream_port}")
+        _explain_operator(token, admin_socket, f"http://{HOST}:{port}")
+        options = ServeOptions(config, tmp, state_dir=str(state), admin_socket=admin_socket)
         try:
             await serve(options, Auditor(default_sink(None)))
         finally:
             await runner.cleanup()
 
 
-def _explain(token: str, config: str) -> None:
-    base = "http://127.0.0.1:8421"
+def _explain(token: str, config: str, base: str, upstream: str) -> None:
     auth = f'-H "Authorization: Bearer {token}"'
-    lease = json.dumps(
-        {
-            "ttl": "15m",
-            "max_uses": 5,
-            "description": "read-only helper",
-            "proxy": [{"service": "notes", "methods": ["GET"], "paths": ["/api/notes"]}],
-        }
-    )
+    lease = json.dumps(LEASE)
     print(
         f"""
 Turret demo: config {config}
-  demo upstream ("notes") on http://{UPSTREAM[0]}:{UPSTREAM[1]}, Turret on {base}
+  demo upstream ("notes") on {upstream}, Turret on {base}
   demo agent token: {token}
 
 Try, from another terminal:
@@ -115,6 +131,27 @@ Try, from another terminal:
   # your derived tokens (never their values); revoke one and all it minted
   curl -s {auth} {base}/v1/tokens
   curl -s -X DELETE {auth} {base}/v1/tokens/<its id>
+""",
+        flush=True,
+    )
+
+
+def _explain_operator(token: str, admin_socket: str, base: str) -> None:
+    admin = f"--admin-socket {admin_socket}"
+    print(
+        f"""As the operator (the admin socket; your own uid may use it, no root needed):
+  turret status {admin}
+  turret tokens {admin}
+  # stop the agent now: its next request is refused, 401 "revoked"
+  turret revoke demo --reason "trying it out" {admin}
+  curl -s -H "Authorization: Bearer {token}" {base}/v1/whoami
+  turret unrevoke demo {admin}
+  (after `make setup`, `turret` is `.venv/bin/turret`, or `source .venv/bin/activate`)
+
+As an MCP server (an MCP client runs this command; it speaks MCP on stdin/stdout):
+  TURRET_TOKEN={token} turret mcp --url {base}
+  # e.g. Claude Code:
+  claude mcp add turret -e TURRET_TOKEN={token} -- turret mcp --url {base}
 
 Audit records are printed below as JSON lines (journald when run under systemd). Ctrl-C stops.
 """,
@@ -122,9 +159,19 @@ Audit records are printed below as JSON lines (journald when run under systemd).
     )
 
 
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m turret.demo", description=__doc__)
+    parser.add_argument("--port", type=int, default=PORT, help=f"Turret's port ({PORT})")
+    parser.add_argument(
+        "--upstream-port", type=int, default=UPSTREAM_PORT, help=f"the demo API's ({UPSTREAM_PORT})"
+    )
+    return parser.parse_args()
+
+
 if __name__ == "__main__":
+    args = _arguments()
     try:
-        asyncio.run(main())
+        asyncio.run(main(args.port, args.upstream_port))
     except StartupError as exc:
         print(f"demo failed to start: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -1,4 +1,5 @@
-"""The admin application, served only on the admin socket: status, agents, revoke, seal.
+"""The admin application, served only on the admin socket: status, agents, revoke, seal, and
+the derived tokens (list, revoke).
 
 Every connection is checked as it opens (`PEER_CHECK`): a peer that is not root, Turret's own
 uid or allowed by `admin:` is closed unanswered and audited (`admin_refused`). Every action is
@@ -25,10 +26,11 @@ from turret.counters import RequestCounters
 from turret.errors import AuditUnavailable, BadRequest, RequestError, ServiceUnavailable
 from turret.httpserver import PEER_CHECK, PeerCredentials, peer_credentials
 from turret.model import AGENT_NAME
+from turret.pipeline.tokens import revoke_tree
 from turret.records import NOTICE, WARNING, Event
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
-from turret.state import StateStore
+from turret.state import StateStore, by_uid
 from turret.web.middleware import Handler, error_response, no_version_banner
 
 log = logging.getLogger("turret")
@@ -67,6 +69,8 @@ def create_admin_app(view: AdminView, own_uid: int | None = None) -> web.Applica
     app.router.add_post("/v1/admin/seal", _seal)
     app.router.add_post("/v1/admin/unseal", _unseal)
     app.router.add_post("/v1/admin/killswitch", _killswitch)
+    app.router.add_get("/v1/admin/tokens", _tokens)
+    app.router.add_post("/v1/admin/tokens/{token}/revoke", _revoke_token)
     return app
 
 
@@ -169,7 +173,7 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _agents(request: web.Request) -> web.Response:
     view = request.app[VIEW]
-    doc = admin.agents_doc(view.holder.current.config, view.state, view.counters())
+    doc = admin.agents_doc(view.holder.current.config, view.state, view.counters(), time.time())
     return web.json_response({"agents": doc})
 
 
@@ -222,3 +226,51 @@ async def _killswitch(request: web.Request) -> web.Response:
     return await _act(
         request, "killswitch", lambda state, uid, at: admin.killswitch(state, reason, uid, at)
     )
+
+
+async def _tokens(request: web.Request) -> web.Response:
+    view = request.app[VIEW]
+    agent = request.query.get("agent")
+    if agent is not None and not AGENT_NAME.fullmatch(agent):
+        raise BadRequest(f"agent name must match {AGENT_NAME.pattern}")
+    state = admin.store_of(view.state)
+    doc = admin.tokens_doc(state, view.holder.current.config, agent, time.time())
+    return web.json_response({"tokens": doc})
+
+
+async def _revoke_token(request: web.Request) -> web.Response:
+    """Revoke a derived token and its descendants: `token_revoked` for each (by the operator's
+    uid for the one asked for, "parent" for the others), then the `admin_action`."""
+    view = request.app[VIEW]
+    token_id = admin.token_id_of(request.match_info["token"])
+    state = admin.store_of(view.state)
+    uid = _operator(request)
+    agent = admin.known_token(state, token_id)
+    by = by_uid(uid)
+    revoked = await revoke_tree(state, token_id, by, time.time())
+    revoked.sort(key=lambda rid: rid != token_id)  # the one asked for first
+    for rid in revoked:
+        cause = "revoked" if rid == token_id else f"parent {token_id} revoked"
+        view.auditor.record(
+            Event.TOKEN_REVOKED,
+            f"{agent}: token {rid} {cause} by {by}",
+            {
+                "TURRET_AGENT": agent,
+                "TURRET_TOKEN_ID": rid,
+                "TURRET_REVOKED_BY": by if rid == token_id else "parent",
+                "TURRET_OPERATOR_UID": uid,
+            },
+            priority=NOTICE,
+        )
+    doc: dict[str, object] = {"token": token_id, "agent": agent, "revoked": revoked}
+    view.auditor.record(
+        Event.ADMIN_ACTION,
+        f"admin: revoke token {token_id} by uid {uid}",
+        {
+            "TURRET_OPERATOR_UID": uid,
+            "TURRET_ACTION": f"revoke token {token_id}",
+            "TURRET_DETAIL": json.dumps(doc),
+        },
+        priority=NOTICE,
+    )
+    return web.json_response(doc)
