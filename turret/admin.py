@@ -78,6 +78,7 @@ def revoke(
         "agent": agent,
         "revoked": revocation_doc(revocation),
         "derived_tokens_revoked": len(tokens),
+        "revoked_token_ids": tokens,
     }
 
 
@@ -100,7 +101,11 @@ def killswitch(state: StateStore, reason: str, uid: int, at: float) -> dict[str,
     by = by_uid(uid)
     sealed = state.controls.seal(reason, by, at)
     tokens = state.tokens.revoke_all(by, at)
-    return {"sealed": seal_doc(sealed), "derived_tokens_revoked": len(tokens)}
+    return {
+        "sealed": seal_doc(sealed),
+        "derived_tokens_revoked": len(tokens),
+        "revoked_token_ids": tokens,
+    }
 
 
 def unseal(state: StateStore) -> dict[str, object]:

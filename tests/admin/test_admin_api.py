@@ -104,7 +104,11 @@ async def test_revoke_also_revokes_the_agents_derived_tokens(served: Served) -> 
     assert (await served.admin("GET", "/v1/admin/status"))[1]["derived_tokens_in_force"] == 2
     status, doc = await served.admin("POST", "/v1/admin/agents/opencode/revoke")
     assert status == 200 and doc["derived_tokens_revoked"] == 1
+    assert doc["revoked_token_ids"] == [mine.id]
     assert revoked_at(served, mine.id) is not None
+    records = [r for r in served.audit() if r.get("TURRET_EVENT") == "token_revoked"]
+    assert [(r["TURRET_TOKEN_ID"], r["TURRET_AGENT"]) for r in records] == [(mine.id, "opencode")]
+    assert records[0]["TURRET_REVOKED_BY"].startswith("revoke opencode (uid:")
     assert revoked_at(served, theirs.id) is None
     # Unrevoking the agent does not bring its derived tokens back.
     await served.admin("POST", "/v1/admin/agents/opencode/unrevoke")
@@ -173,6 +177,9 @@ async def test_killswitch_revokes_every_derived_token(served: Served) -> None:
     status, doc = await served.admin("POST", "/v1/admin/killswitch")
     assert status == 200 and doc["derived_tokens_revoked"] == 2
     assert tokens.in_force(time.time()) == 0
+    records = [r for r in served.audit() if r.get("TURRET_EVENT") == "token_revoked"]
+    assert sorted(r["TURRET_TOKEN_ID"] for r in records) == sorted(doc["revoked_token_ids"])
+    assert all(r["TURRET_REVOKED_BY"].startswith("killswitch (uid:") for r in records)
 
 
 async def test_revoke_lets_an_in_flight_request_finish_and_refuses_the_next(

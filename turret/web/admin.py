@@ -185,6 +185,21 @@ async def _act(
     state = admin.store_of(view.state)
     uid = _operator(request)
     doc = await asyncio.to_thread(command, state, uid, time.time())
+    revoked = doc.get("revoked_token_ids")
+    agent = doc.get("agent")
+    for token_id in revoked if isinstance(revoked, list) else ():
+        # Each derived token the action ended has its own record, saying why.
+        view.auditor.record(
+            Event.TOKEN_REVOKED,
+            f"token {token_id} revoked: {what} by uid {uid}",
+            {
+                "TURRET_AGENT": agent if isinstance(agent, str) else None,
+                "TURRET_TOKEN_ID": str(token_id),
+                "TURRET_REVOKED_BY": f"{what} (uid:{uid})",
+                "TURRET_OPERATOR_UID": uid,
+            },
+            priority=NOTICE,
+        )
     view.auditor.record(
         Event.ADMIN_ACTION,
         f"admin: {what} by uid {uid}",
