@@ -467,3 +467,23 @@ async def test_serve_without_a_state_directory_runs_and_says_so_once(turret: Tur
     turret.signal(signal.SIGTERM)
     assert await turret.exit_code() == 0
     assert (turret.dir / "stderr").read_text().count("no state directory configured") == 1
+
+
+async def test_serve_warns_at_start_of_an_expired_agent_token(turret: Turret) -> None:
+    text = turret.config.read_text()
+    turret.config.write_text(
+        text.replace(
+            "    token_credential: agent-token\n",
+            "    token_credential: agent-token\n    expires: 2001-02-03\n",
+        )
+    )
+    await started(turret)
+    (record,) = [r for r in turret.audit() if r["TURRET_EVENT"] == "agent_token_expired"]
+    assert record["TURRET_AGENT"] == "ci-bot" and record["PRIORITY"] == "3"
+    assert record["TURRET_EXPIRES"].startswith("2001-02-03")
+    # The expired token itself is refused (401 token_expired); the record told the operator.
+    status, body = await get("/v1/whoami", unix=turret.sock)
+    error = body["error"]
+    assert status == 401 and isinstance(error, dict) and error["code"] == "token_expired"
+    turret.signal(signal.SIGTERM)
+    assert await turret.exit_code() == 0

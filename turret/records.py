@@ -37,6 +37,8 @@ class Event(enum.Enum):
     TOKEN_MINTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e31"  # noqa: S105 - an event id, not a secret
     TOKEN_REVOKED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e32"  # noqa: S105 - an event id, not a secret
     TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e33"  # noqa: S105 - an event id, not a secret
+    AGENT_TOKEN_EXPIRING = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e41"  # noqa: S105 - an event id
+    AGENT_TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e42"  # noqa: S105 - an event id
 
     @property
     def label(self) -> str:

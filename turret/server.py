@@ -33,10 +33,11 @@ from turret.errors import AuditUnavailable, ConfigError, CredentialError, Startu
 from turret.httpserver import TurretRunner
 from turret.model import Config
 from turret.providers.build import build_runtime
-from turret.records import ERR, Event
+from turret.records import ERR, WARNING, Event
 from turret.runtime import Runtime, RuntimeHolder
 from turret.state import StateStore, resolve_state_dir
 from turret.systemd_glue import Notifier, activated_sockets, by_name, watchdog_interval
+from turret.tokens import expiring_agents, rfc3339
 from turret.web.admin import create_admin_app
 from turret.web.app import create_app
 from turret.web.keys import COUNTERS, STATS
@@ -206,7 +207,20 @@ class Gateway:
                 "TURRET_LISTEN": " ".join(self.addresses()),
             },
         )
+        self._warn_expiring_tokens()
         self.notifier.ready(self.status())
+
+    def _warn_expiring_tokens(self) -> None:
+        """A record for each configured agent token past or near its `expires` (at start and on
+        every reload): the operator rotates it before agents are locked out."""
+        for agent, expires, expired in expiring_agents(self.config, time.time()):
+            when = rfc3339(expires)
+            self.auditor.record(
+                Event.AGENT_TOKEN_EXPIRED if expired else Event.AGENT_TOKEN_EXPIRING,
+                f"{agent}: agent token {'expired' if expired else 'expires'} at {when}",
+                {"TURRET_AGENT": agent, "TURRET_EXPIRES": when},
+                priority=ERR if expired else WARNING,
+            )
 
     @property
     def config(self) -> Config:
@@ -271,6 +285,7 @@ class Gateway:
             log.warning("listen: changes take effect on restart, not on reload")
         self.holder.current = runtime
         self.last_reload = f"ok at {at}"
+        self._warn_expiring_tokens()
         self.notifier.ready(self.status())
         return True
 

@@ -357,3 +357,17 @@ class ScopeCache:
         if scope is None:
             scope = self._scopes[text] = load_scope(text, config)
         return scope
+
+
+# How long before a configured agent token's `expires` the operator is warned.
+EXPIRY_WARNING = 14 * 86400
+
+
+def expiring_agents(config: Config, now: float) -> list[tuple[str, float, bool]]:
+    """`(agent, expires, expired)` for each configured agent token that is past its `expires`
+    or will be within `EXPIRY_WARNING`, by agent name."""
+    return [
+        (name, agent.expires, agent.expires <= now)
+        for name, agent in sorted(config.agents.items())
+        if agent.expires is not None and agent.expires - now <= EXPIRY_WARNING
+    ]

@@ -7,7 +7,7 @@ import pytest
 from turret.config import load_config
 from turret.config.leases import parse_duration, parse_expiry
 from turret.errors import ConfigError
-from turret.tokens import DEFAULT_MAX_TTL, derive_settings
+from turret.tokens import DEFAULT_MAX_TTL, EXPIRY_WARNING, derive_settings, expiring_agents
 
 BASE = """\
 services:
@@ -71,3 +71,22 @@ def test_durations_and_expiry_parse() -> None:
     assert parse_expiry("2030-01-01") == 1893456000.0
     assert parse_expiry("2030-01-01T00:00:00Z") == 1893456000.0
     assert parse_expiry("tomorrow") is None and parse_expiry(5) is None
+
+
+def test_expiring_agents_names_the_expired_and_the_nearly_expired() -> None:
+    digests = ["1" * 64, "2" * 64, "3" * 64, "4" * 64]
+    config = load_config(
+        f"""
+agents:
+  gone: {{token_sha256: "{digests[0]}", expires: 2020-01-01}}
+  soon: {{token_sha256: "{digests[1]}", expires: 2020-01-10}}
+  later: {{token_sha256: "{digests[2]}", expires: 2021-01-01}}
+  never: {{token_sha256: "{digests[3]}"}}
+"""
+    )
+    now = 1577836800.0 + 86400  # 2020-01-02
+    assert expiring_agents(config, now) == [
+        ("gone", 1577836800.0, True),
+        ("soon", 1578614400.0, False),
+    ]
+    assert EXPIRY_WARNING == 14 * 86400
