@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import logging
 import os
 import signal
-import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
@@ -31,6 +28,7 @@ from turret.config import read_config
 from turret.counters import RequestCounters
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError, StateError
 from turret.httpserver import TurretRunner
+from turret.listeners import address_of, listen, listen_admin
 from turret.model import Config
 from turret.providers.build import build_runtime
 from turret.records import ERR, WARNING, Event
@@ -172,10 +170,10 @@ class Gateway:
         if not activated and self.config.listen:
             runner = await self._runner(AGENTS)
             for address in self.config.listen:
-                await _listen(runner, address)
+                await listen(runner, address)
         admin_socket = self.options.admin_socket or self.config.admin.socket
         if not activated and admin_socket:
-            await _listen_admin(
+            await listen_admin(
                 await self._runner(ADMIN), admin_socket, self.config.admin.allow_group
             )
         if not self.addresses():
@@ -195,7 +193,7 @@ class Gateway:
 
     def addresses(self) -> list[str]:
         """Every address served, as in `listen:`."""
-        return [_address(a) for runner in self.runners for a in runner.addresses]
+        return [address_of(a) for runner in self.runners for a in runner.addresses]
 
     def _started(self) -> None:
         self.auditor.record(
@@ -359,44 +357,3 @@ class _SignalQueue:
 
     async def next(self) -> signal.Signals:
         return await self._queue.get()
-
-
-def _address(sockname: object) -> str:
-    """`host:port` for TCP, `unix:/path` for a unix socket, as in `listen:`."""
-    if isinstance(sockname, tuple):
-        host = str(sockname[0])
-        return f"[{host}]:{sockname[1]}" if ":" in host else f"{host}:{sockname[1]}"
-    return f"unix:{sockname}"
-
-
-async def _listen(runner: web.AppRunner, address: str) -> None:
-    if address.startswith("unix:"):
-        path = address[len("unix:") :]
-        _remove_stale_socket(path)
-        await web.UnixSite(runner, path).start()
-        # Who may connect is decided by the socket's permissions: owner and group only.
-        os.chmod(path, 0o660)  # noqa: PTH101 - one call at start-up, not worth a Path
-        return
-    host, _, port = address.rpartition(":")
-    await web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True).start()
-
-
-async def _listen_admin(runner: web.AppRunner, path: str, group: str | None) -> None:
-    """The admin socket: owner only, or owner and `admin.allow_group` when one is configured."""
-    _remove_stale_socket(path)
-    await web.UnixSite(runner, path).start()
-    mode = 0o600
-    if group is not None:
-        try:
-            os.chown(path, -1, grp.getgrnam(group).gr_gid)
-            mode = 0o660
-        except (KeyError, PermissionError) as exc:
-            log.warning("admin socket: cannot give group %s access: %s", group, exc)
-    os.chmod(path, mode)  # noqa: PTH101 - one call at start-up, not worth a Path
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Remove a socket left by an earlier run; refuse to touch anything else at that path."""
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            Path(path).unlink()
