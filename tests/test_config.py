@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from turret.auth import new_token
 from turret.authkinds import (
     BasicAuth,
     BearerAuth,
@@ -128,3 +129,12 @@ def test_readme_configuration_example_loads() -> None:
     example = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)[0]
     config = load_config(example.replace("9f86d081884c7d65...", "ab" * 32))
     assert set(config.services) == {"gitea"} and set(config.agents) == {"opencode"}
+
+
+def test_load_config_does_not_quote_a_raw_token_pasted_as_token_sha256() -> None:
+    token = new_token()
+    with pytest.raises(ConfigError) as caught:
+        load_config(f"agents:\n  a:\n    token_sha256: {token}\n")
+    message = str(caught.value)
+    assert "agents.a.token_sha256" in message and "must match" in message
+    assert token not in message and token[len("turret_") :] not in message

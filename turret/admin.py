@@ -76,7 +76,7 @@ def revoke(
     tokens = state.tokens.revoke_agent_tokens(agent, by, at)
     return {
         "agent": agent,
-        "revoked": revocation_doc(revocation),
+        "revoked": switch_doc(revocation),
         "derived_tokens_revoked": len(tokens),
         "revoked_token_ids": tokens,
     }
@@ -93,7 +93,7 @@ def unrevoke(state: StateStore, agent: str) -> dict[str, object]:
 
 def seal(state: StateStore, reason: str, uid: int, at: float) -> dict[str, object]:
     """Seal Turret: every agent request is refused (503 `sealed`) until unsealed."""
-    return {"sealed": seal_doc(state.controls.seal(reason, by_uid(uid), at))}
+    return {"sealed": switch_doc(state.controls.seal(reason, by_uid(uid), at))}
 
 
 def killswitch(state: StateStore, reason: str, uid: int, at: float) -> dict[str, object]:
@@ -102,7 +102,7 @@ def killswitch(state: StateStore, reason: str, uid: int, at: float) -> dict[str,
     sealed = state.controls.seal(reason, by, at)
     tokens = state.tokens.revoke_all(by, at)
     return {
-        "sealed": seal_doc(sealed),
+        "sealed": switch_doc(sealed),
         "derived_tokens_revoked": len(tokens),
         "revoked_token_ids": tokens,
     }
@@ -113,21 +113,14 @@ def unseal(state: StateStore) -> dict[str, object]:
     previous = state.controls.unseal()
     if previous is None:
         raise NotFound("turret is not sealed")
-    return {"sealed": None, "was": seal_doc(previous)}
+    return {"sealed": None, "was": switch_doc(previous)}
 
 
-def seal_doc(seal_: Seal | None) -> dict[str, object] | None:
-    """A seal as JSON: why, by whom, since when."""
-    if seal_ is None:
+def switch_doc(switch: Seal | Revocation | None) -> dict[str, object] | None:
+    """A seal or a revocation as JSON: why, by whom, since when."""
+    if switch is None:
         return None
-    return {"reason": seal_.reason, "by": seal_.by, "since": seal_.at}
-
-
-def revocation_doc(revocation: Revocation | None) -> dict[str, object] | None:
-    """A revocation as JSON."""
-    if revocation is None:
-        return None
-    return {"reason": revocation.reason, "by": revocation.by, "since": revocation.at}
+    return {"reason": switch.reason, "by": switch.by, "since": switch.at}
 
 
 @dataclass(frozen=True)
@@ -152,7 +145,7 @@ def status_doc(
         "uptime_seconds": round(at - facts.started, 3),
         "config_digest": facts.config_digest,
         "state_store": state is not None,
-        "sealed": seal_doc(state.controls.sealed()) if state is not None else None,
+        "sealed": switch_doc(state.controls.sealed()) if state is not None else None,
         "agents": {"count": len(config.agents), "revoked": sorted(revoked)},
         "services": sorted(config.services),
         "derived_tokens_in_force": state.tokens.in_force(at) if state is not None else 0,
@@ -176,7 +169,7 @@ def agents_doc(
         {
             "agent": name,
             "grants": grants_summary(agent),
-            "revoked": revocation_doc(revoked.get(name)),
+            "revoked": switch_doc(revoked.get(name)),
             "last_seen": counters.last_seen.get(name),
             "requests": counters.by_agent(name),
             "expires": None if agent.expires is None else rfc3339(agent.expires),

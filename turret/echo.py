@@ -30,7 +30,7 @@ from ahocorasick_rs import BytesAhoCorasick, MatchKind
 
 from turret.errors import ResponseWithheld
 from turret.shapes import Shape
-from turret.views import WHITESPACE, views
+from turret.views import WHITESPACE, WIDE_CODECS, views
 
 MARKER = b"[REDACTED]"
 # Inputs larger than this are scanned in a worker thread by the `*_async` variants: a 64 KiB
@@ -38,7 +38,6 @@ MARKER = b"[REDACTED]"
 THRESHOLD = 64 * 1024
 _MIN_EMBEDDED_CORE = 8  # shorter base64 cores would match unrelated text
 _GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
-_WIDE = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
 
 T = TypeVar("T")
 
@@ -83,7 +82,7 @@ def wide_forms(value: bytes) -> set[bytes]:
     """`value` in UTF-16 and UTF-32 (both byte orders): found at any alignment in the data."""
     text = value.decode("utf-8", "surrogateescape")
     try:
-        return {text.encode(codec) for codec in _WIDE}
+        return {text.encode(codec) for codec in WIDE_CODECS}
     except UnicodeEncodeError:  # not valid UTF-8: it has no UTF-16 form
         return set()
 
@@ -192,10 +191,6 @@ class Redactor:
         if self.found(clean):
             return MARKER.decode(), max(count, 1)
         return (clean.decode("utf-8", "surrogateescape"), count) if count else (text, 0)
-
-    async def found_async(self, data: bytes) -> bool:
-        """`found`, in a worker thread when `data` is larger than `THRESHOLD`."""
-        return await offload(self.found, data)
 
     async def redact_async(self, data: bytes) -> tuple[bytes, int]:
         """`redact`, in a worker thread when `data` is larger than `THRESHOLD`."""

@@ -80,8 +80,8 @@ class RequestAudit:
 
     def _record(self, event: Event, message: str, fields: Fields, priority: int = INFO) -> None:
         scrub = self.scrub
-        clean = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
-        self.auditor.record(event, scrub(message), clean, priority=priority)
+        scrubbed = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        self.auditor.record(event, scrub(message), scrubbed, priority=priority)
 
     def event(self, event: Event, message: str, extra: Fields, priority: int = INFO) -> None:
         """Another record of this request (a token minted or revoked), with its common fields."""

@@ -142,7 +142,7 @@ def parse_request(body: dict[str, Any], config: Config, max_ttl: float) -> MintR
     if unknown:
         keys = ", ".join(sorted(REQUEST_KEYS))
         raise InvalidTokenRequest(f"unknown key; a token request takes {keys}")
-    ttl = parse_duration(body.get("ttl", "1h"))
+    ttl = parse_duration(body["ttl"]) if "ttl" in body else DEFAULT_TTL
     if ttl is None:
         raise InvalidTokenRequest("ttl: must be a duration such as 90s, 15m, 1h or 1h30m")
     if ttl > max_ttl:

@@ -120,6 +120,9 @@ async def _redacted(result: UpstreamResponse, guard: Redactor | None) -> Upstrea
     body, count = await guard.redact_async(result.body)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in result.headers.items():
+        if guard.redact_text(name)[1]:
+            count += 1  # a header whose very name carries the value is dropped whole
+            continue
         clean, n = guard.redact_text(value)
         headers.add(name, clean)
         count += n

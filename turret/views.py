@@ -43,7 +43,7 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
-_WIDE = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+WIDE_CODECS = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
 
 _ESCAPE = re.compile(
     rb"\\(?:"
@@ -159,7 +159,7 @@ def wide_readings(data: bytes) -> Iterator[bytes]:
         if data.startswith(bom):
             yield data[len(bom) :].decode(codec, "replace").encode("utf-8")
             return
-    for codec in _WIDE:
+    for codec in WIDE_CODECS:
         yield data.decode(codec, "replace").encode("utf-8")
 
 
@@ -202,4 +202,4 @@ def max_views() -> int:
     """An upper bound on how many views `views` makes of any input: the linearity guarantee."""
     # percent chain, its `+` side views, string, quoted-printable, HTML, HTML alone
     per_round = PERCENT_DEPTH * 2 + 4
-    return 1 + (1 + len(_WIDE)) * (1 + ROUNDS * per_round)
+    return 1 + (1 + len(WIDE_CODECS)) * (1 + ROUNDS * per_round)

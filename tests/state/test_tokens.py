@@ -182,3 +182,11 @@ def test_tokens_prune_expired(store: StateStore) -> None:
     assert store.tokens.prune_expired(30.0) == ["live-short-child", "old", "old-child"]
     assert [t.id for t in store.tokens.by_agent("alice")] == ["live"]
     assert store.tokens.prune_expired(30.0) == []
+
+
+def test_tokens_in_force_leaves_out_a_used_up_token(store: StateStore) -> None:
+    mint(store.tokens, "once", max_uses=1)
+    mint(store.tokens, "open")
+    assert store.tokens.in_force(2.0) == 2
+    assert store.tokens.use("once") == 1
+    assert store.tokens.in_force(2.0) == 1  # as `DerivedToken.uses_left` says: none left

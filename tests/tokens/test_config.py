@@ -89,4 +89,11 @@ agents:
         ("gone", 1577836800.0, True),
         ("soon", 1578614400.0, False),
     ]
-    assert EXPIRY_WARNING == 14 * 86400
+    # The warning window is inclusive: exactly EXPIRY_WARNING ahead warns, a second more does not.
+    assert [a for a, _, _ in expiring_agents(config, 1578614400.0 - EXPIRY_WARNING)] == [
+        "gone",
+        "soon",
+    ]
+    assert [a for a, _, _ in expiring_agents(config, 1578614400.0 - EXPIRY_WARNING - 1)] == [
+        "gone"
+    ]

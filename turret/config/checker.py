@@ -38,13 +38,22 @@ class Checker:
             self.fail(path, f"missing required key '{key}'")
         return value
 
-    def string(self, path: str, value: Any, pattern: re.Pattern[str] | None = None) -> str | None:
-        """`value` if it is a non-empty string matching `pattern`."""
+    def string(
+        self,
+        path: str,
+        value: Any,
+        pattern: re.Pattern[str] | None = None,
+        *,
+        quote: bool = True,
+    ) -> str | None:
+        """`value` if it is a non-empty string matching `pattern`. With `quote=False` a refusal
+        does not repeat the value (where a secret may be pasted by mistake: a raw token)."""
         if not isinstance(value, str) or not value:
             self.fail(path, "must be a non-empty string")
             return None
         if pattern is not None and not pattern.fullmatch(value):
-            self.fail(path, f"{value!r} must match {pattern.pattern}")
+            shown = f"{value!r} " if quote else ""
+            self.fail(path, f"{shown}must match {pattern.pattern}")
             return None
         return value
 

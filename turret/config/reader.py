@@ -192,7 +192,10 @@ class _ConfigReader(Checker):
             return None
         digest = cred = None
         if "token_sha256" in a:
-            digest = self.string(join(path, "token_sha256"), a["token_sha256"], SHA256_HEX)
+            # Not quoted when refused: a raw token pasted here instead of its hash is a secret.
+            digest = self.string(
+                join(path, "token_sha256"), a["token_sha256"], SHA256_HEX, quote=False
+            )
         else:
             cred = self.string(
                 join(path, "token_credential"), a["token_credential"], CREDENTIAL_NAME

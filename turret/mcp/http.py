@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -27,6 +26,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
 
+from turret.listeners import remove_stale_socket
 from turret.mcp.bridge import Bridge, Context
 from turret.mcp.client import TurretClient, TurretUnreachable
 from turret.mcp.tools import Features
@@ -128,7 +128,7 @@ def create_app(client: TurretClient, features: Features, listen: Listen) -> Star
 def bind(listen: Listen) -> socket.socket:
     """The listening socket (bound here so port 0 works and the address can be logged)."""
     if listen.path is not None:
-        Path(listen.path).unlink(missing_ok=True)
+        remove_stale_socket(listen.path)  # a socket left behind, never any other file
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(listen.path)
         sock.listen(128)

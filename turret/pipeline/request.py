@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -80,28 +80,17 @@ class Exchange(Protocol):
         """Send `out` to `service` with its credential; the whole answer, guarded."""
 
 
-class Controls(Protocol):
-    """The operator's switches as the state store keeps them (`turret.state.control`)."""
-
-    def sealed(self) -> object | None:
-        """The seal in force, or None."""
-
-    def revoked_agents(self) -> Mapping[str, object]:
-        """Every revoked agent by name."""
-
-
 @dataclass(frozen=True)
 class Context:
     """What outlives a request: the runtime cell, the audit trail, limits, known tokens, the
-    operator's switches and the state store (both None without a state directory: nothing can be
-    sealed or revoked, and there are no derived tokens), and the wall clock."""
+    state store (None without a state directory: nothing can be sealed or revoked, and there
+    are no derived tokens) and the wall clock."""
 
     holder: RuntimeHolder
     auditor: Recorder
     limiter: AgentLimiter
     flood: FloodGate
     tokens: TokenGuard
-    controls: Controls | None = None
     state: StateStore | None = None
     wall: Callable[[], float] = time.time  # seconds since the epoch: token expiry
     scopes: ScopeCache = field(default_factory=ScopeCache)
@@ -141,7 +130,7 @@ def begin(ctx: Context, incoming: Incoming, path: str) -> Flow:
 def authenticate(flow: Flow) -> Principal:
     """The principal of the request's bearer token; `Unauthorized` (charged to the one shared
     flood gate, since no agent answers for it) without a valid one."""
-    refuse_if_sealed(flow.ctx.controls)
+    refuse_if_sealed(flow.ctx.state)
     values = flow.incoming.headers.getall("Authorization", [])
     # Two Authorization headers are ambiguous (which one would an upstream trust?): refused.
     token = bearer_token(values[0]) if len(values) == 1 else None
@@ -149,28 +138,28 @@ def authenticate(flow: Flow) -> Principal:
     if agent is None and token is not None:
         derived = _derived_principal(flow, token)
         if derived is not None:
-            refuse_if_revoked(flow.ctx.controls, derived.name)  # its agent's revocation too
+            refuse_if_revoked(flow.ctx.state, derived.name)  # its agent's revocation too
             return derived
     if agent is None or token is None:  # (token is None implies agent is None; mypy needs both)
         flow.ctx.flood.admit(flow.runtime.config.limits.unauthenticated)
         raise Unauthorized("missing or invalid agent token")
     flow.ctx.tokens.remember(token)  # from now on, no request may carry it upstream
     flow.audit.fields["TURRET_AGENT"] = agent.name
-    refuse_if_revoked(flow.ctx.controls, agent.name)
+    refuse_if_revoked(flow.ctx.state, agent.name)
     _refuse_expired(flow, agent)
     return Principal(agent, peer=flow.incoming.peer)
 
 
-def refuse_if_sealed(controls: Controls | None) -> None:
+def refuse_if_sealed(state: StateStore | None) -> None:
     """`Sealed` while an operator has sealed Turret: read from the store at every request, so a
     seal takes effect on the next one, on every listener, and survives reload and restart."""
-    if controls is not None and controls.sealed() is not None:
+    if state is not None and state.controls.sealed() is not None:
         raise Sealed("turret is sealed by its operator", reason="sealed")
 
 
-def refuse_if_revoked(controls: Controls | None, agent: str) -> None:
+def refuse_if_revoked(state: StateStore | None, agent: str) -> None:
     """`Revoked` for an agent an operator revoked (a query of the store, not a copy of it)."""
-    if controls is not None and agent in controls.revoked_agents():
+    if state is not None and agent in state.controls.revoked_agents():
         raise Revoked("agent revoked", reason=f"agent {agent} is revoked")
 
 
@@ -229,14 +218,20 @@ async def count_use(flow: Flow, principal: Principal) -> None:
         raise TokenExhausted("this token has no use left", reason="token used up")
 
 
+async def _charged(flow: Flow) -> Principal:
+    """Authenticate, count a derived token's use and spend one request of the agent's rate (no
+    slot is held beyond that)."""
+    principal = authenticate(flow)
+    await count_use(flow, principal)
+    with flow.ctx.limiter.slot(principal.name, principal.agent.limits):
+        pass
+    return principal
+
+
 async def admit(flow: Flow) -> Principal:
-    """Authenticate, count a derived token's use and spend one request of the agent's rate (a
-    cheap endpoint holds no slot beyond that); every refusal is recorded."""
+    """`_charged`, with every refusal recorded: the start of every cheap endpoint."""
     try:
-        principal = authenticate(flow)
-        await count_use(flow, principal)
-        with flow.ctx.limiter.slot(principal.name, principal.agent.limits):
-            pass
+        principal = await _charged(flow)
     except RequestError as exc:
         flow.audit.refused(exc)
         raise
@@ -279,10 +274,7 @@ async def unrouted(ctx: Context, incoming: Incoming, exc: RequestError) -> Reque
     try:
         # A valid token makes its agent pay for the refusal (and a derived one counts a use);
         # none puts it on the flood gate.
-        principal = authenticate(flow)
-        await count_use(flow, principal)
-        with ctx.limiter.slot(principal.name, principal.agent.limits):
-            pass
+        await _charged(flow)
     except Unauthorized:
         pass
     except RequestError as over_limit:

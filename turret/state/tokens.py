@@ -181,8 +181,11 @@ class Tokens:
         return [r["id"] for r in rows]
 
     def in_force(self, at: float) -> int:
-        """How many tokens are neither revoked nor expired at `at`."""
+        """How many tokens can still be used at `at`: not revoked, not expired, not used up (the
+        same test as `DerivedToken.uses_left`, so `turret status` and `turret tokens` agree)."""
         rows = self._db.query(
-            "SELECT count(*) FROM derived_tokens WHERE revoked_at IS NULL AND expires > ?", (at,)
+            "SELECT count(*) FROM derived_tokens WHERE revoked_at IS NULL AND expires > ?"
+            " AND (max_uses IS NULL OR uses < max_uses)",
+            (at,),
         )
         return int(rows[0][0])

@@ -56,9 +56,8 @@ def create_app(
     )
     counters = app[COUNTERS] = RequestCounters()
     recorder = CountingRecorder(auditor, counters, time.time)
-    controls = state.controls if state is not None else None
     app[CONTEXT] = Context(
-        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), controls, state, wall
+        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall
     )
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
