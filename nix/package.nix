@@ -29,6 +29,10 @@ python3Packages.buildPythonApplication {
     python3Packages.aiohttp
     python3Packages.ahocorasick-rs
     python3Packages.pyyaml
+    python3Packages.prometheus-client
+    python3Packages.pyjwt
+    python3Packages.cryptography
+    python3Packages.botocore
     # Renamed from `systemd` to `systemd-python` in nixpkgs; accept either.
     (python3Packages.systemd-python or python3Packages.systemd)
     # The mcp extra: `turret mcp`, so an agent unit can run it from the same package. The SDK

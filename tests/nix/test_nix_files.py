@@ -102,8 +102,8 @@ def test_flake_shape(nix: str) -> None:
 PACKAGE = """{ nixpkgsLib, systemdName }:
 let
   lib = import (/. + nixpkgsLib + "/lib");
-  names = [ "setuptools" "aiohttp" "ahocorasick-rs" "pyyaml" systemdName "mcp" "uvicorn"
-            "pytestCheckHook" "pytest-aiohttp" "pytest-timeout" ];
+  names = [ "setuptools" "aiohttp" "ahocorasick-rs" "pyyaml" "prometheus-client"
+            "pyjwt" "cryptography" "botocore" systemdName "mcp" "uvicorn" "pytestCheckHook" "pytest-aiohttp" "pytest-timeout" ];
   python3Packages = lib.genAttrs names (name: name) // { buildPythonApplication = args: args; };
   package = import (/. + %s) { inherit lib python3Packages; };
 in
