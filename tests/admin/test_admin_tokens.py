@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.admin.conftest import Served
-from turret.admin_client import render_tokens
+from turret.admin_client.control import render_tokens
 
 USER = "/v1/proxy/gitea/api/v1/user"
 READ_USER = {"proxy": [{"service": "gitea", "methods": ["GET"], "paths": ["/api/v1/user"]}]}

@@ -103,7 +103,8 @@ PACKAGE = """{ nixpkgsLib, systemdName }:
 let
   lib = import (/. + nixpkgsLib + "/lib");
   names = [ "setuptools" "aiohttp" "ahocorasick-rs" "pyyaml" "prometheus-client"
-            "pyjwt" "cryptography" "botocore" systemdName "mcp" "uvicorn" "pytestCheckHook" "pytest-aiohttp" "pytest-timeout" ];
+            "pyjwt" "cryptography" "botocore" systemdName "mcp" "uvicorn" "pytestCheckHook"
+            "pytest-aiohttp" "pytest-timeout" ];
   python3Packages = lib.genAttrs names (name: name) // { buildPythonApplication = args: args; };
   package = import (/. + %s) { inherit lib python3Packages; };
 in

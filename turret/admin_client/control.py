@@ -1,47 +1,18 @@
-"""The operator's side of the admin socket: `turret status`, `agents`, `revoke`, `unrevoke`,
-`killswitch`, `seal`, `unseal`, `tokens [--agent A]`, `tokens revoke ID`. JSON over HTTP on a
-unix socket; each prints a line a person can read, or the JSON document with `--json`."""
+"""The operator's control commands on the admin socket: `turret status`, `agents`, `revoke`,
+`unrevoke`, `killswitch`, `seal`, `unseal`, `tokens [--agent A]`, `tokens revoke ID`. Each prints
+a line a person can read, or the JSON document with `--json`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import sys
-import time
 import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
-from turret.model import DEFAULT_ADMIN_SOCKET
-
-EX_OK, EX_FAILED, EX_USAGE, EX_UNAVAILABLE = 0, 1, 2, 69  # 69: sysexits.h EX_UNAVAILABLE
-TIMEOUT = aiohttp.ClientTimeout(total=30)
+from turret.admin_client.base import Call, Subparsers, UsageError, add_parser, duration, table, when
 
 
-@dataclass(frozen=True)
-class Call:
-    """One admin request: the method, the path under /v1/admin, and a JSON body."""
-
-    method: str
-    path: str
-    body: dict[str, str] | None = None
-
-
-class UsageError(Exception):
-    """The command line is incomplete in a way argparse cannot say (`tokens revoke` without ID)."""
-
-
-class Unreachable(Exception):
-    """Turret did not answer on the admin socket (not running, no access, or refused)."""
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the admin commands to the `turret` parser."""
+def add_commands(sub: Subparsers) -> None:
+    """Add the control commands to the `turret` parser."""
     commands = {
         "status": "show what Turret is doing: sealed, agents, tokens, requests",
         "agents": "list agents: grants, revoked or not, last seen, requests",
@@ -53,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "tokens": "list derived tokens (`tokens revoke ID`: revoke one and all it minted)",
     }
     for name, help_text in commands.items():
-        p = sub.add_parser(name, help=help_text)
+        p = add_parser(sub, name, help_text, call_for, render)
         if name in {"revoke", "unrevoke"}:
             p.add_argument("agent", metavar="AGENT")
         if name in {"revoke", "killswitch", "seal"}:
@@ -62,13 +33,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             p.add_argument("action", nargs="?", choices=["revoke"], help="revoke token ID")
             p.add_argument("token_id", nargs="?", metavar="ID")
             p.add_argument("--agent", metavar="AGENT", help="only this agent's tokens")
-        p.add_argument(
-            "--admin-socket",
-            metavar="PATH",
-            help=f"default $TURRET_ADMIN_SOCKET, else {DEFAULT_ADMIN_SOCKET}",
-        )
-        p.add_argument("--json", action="store_true", help="print the JSON document")
-        p.set_defaults(func=run, command=name)
 
 
 def call_for(args: argparse.Namespace) -> Call:
@@ -98,52 +62,6 @@ def _tokens_call(args: argparse.Namespace) -> Call:
     return Call("POST", f"tokens/{urllib.parse.quote(args.token_id, safe='')}/revoke")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run one admin command; the exit status (0, 1 failed, 2 usage, 69 Turret not reachable)."""
-    path = args.admin_socket or os.environ.get("TURRET_ADMIN_SOCKET") or DEFAULT_ADMIN_SOCKET
-    try:
-        call = call_for(args)
-    except UsageError as exc:
-        print(f"turret {args.command}: {exc}", file=sys.stderr)
-        return EX_USAGE
-    try:
-        status, doc = asyncio.run(request(path, call))
-    except Unreachable as exc:
-        print(f"turret: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    if status != 200:
-        error = doc.get("error", {}) if isinstance(doc, dict) else {}
-        if args.json:
-            print(json.dumps(doc, indent=2))
-        print(f"turret {args.command}: {error.get('message', status)}", file=sys.stderr)
-        return EX_FAILED
-    print(json.dumps(doc, indent=2) if args.json else render(args.command, doc))
-    return EX_OK
-
-
-async def request(socket_path: str, call: Call) -> tuple[int, Any]:
-    """Send `call` on the admin socket; its status and JSON document."""
-    connector = aiohttp.UnixConnector(socket_path)
-    try:
-        async with (
-            aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session,
-            session.request(
-                call.method, f"http://turret/v1/admin/{call.path}", json=call.body
-            ) as resp,
-        ):
-            return resp.status, await resp.json(content_type=None)
-    except aiohttp.ClientConnectorError as exc:
-        raise Unreachable(f"{socket_path}: Turret is not reachable ({exc})") from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-        # Connected, then closed before any answer: what Turret does to a peer it refuses.
-        raise Unreachable(
-            f"{socket_path}: Turret closed the connection unanswered (is this uid allowed? "
-            "root, Turret's own user, admin.allow_uids and admin.allow_group are)"
-        ) from None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise Unreachable(f"{socket_path}: Turret is not reachable ({exc})") from None
-
-
 def render(command: str, doc: Any) -> str:
     """The text a person reads for `command`'s answer."""
     if command == "status":
@@ -171,7 +89,7 @@ def render_status(doc: dict[str, Any]) -> str:
     decisions = requests["decisions"]
     revoked = ", ".join(doc["agents"]["revoked"]) or "none"
     lines = [
-        f"turret {doc['version']}, up {_duration(doc['uptime_seconds'])}, "
+        f"turret {doc['version']}, up {duration(doc['uptime_seconds'])}, "
         f"config {doc['config_digest']}, audit to {doc['audit_sink']}",
         f"sealed: {_seal_line(doc['sealed']) if doc['sealed'] else 'no'}",
         f"agents: {doc['agents']['count']} (revoked: {revoked})",
@@ -199,13 +117,13 @@ def render_agents(agents: list[dict[str, Any]]) -> str:
                 a["agent"],
                 "yes" if a["revoked"] else "no",
                 f"expired {expires}" if a["expired"] else expires,
-                _when(a["last_seen"]),
+                when(a["last_seen"]),
                 str(a["requests"].get("allow", 0)),
                 str(a["requests"].get("deny", 0)),
                 "; ".join(summary) or "none",
             )
         )
-    return _table(rows)
+    return table(rows)
 
 
 def render_tokens(tokens: list[dict[str, Any]]) -> str:
@@ -229,7 +147,7 @@ def render_tokens(tokens: list[dict[str, Any]]) -> str:
                 t["description"] or "",
             )
         )
-    return _table(rows)
+    return table(rows)
 
 
 def _token_state(token: dict[str, Any]) -> str:
@@ -241,27 +159,5 @@ def _token_state(token: dict[str, Any]) -> str:
     return "used up" if used_up else "expired"
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    """Columns padded to their widest cell; the last one as it is."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-        for r in rows
-    )
-
-
 def _seal_line(seal: dict[str, Any]) -> str:
-    return f"since {_when(seal['since'])} by {seal['by']}: {seal['reason']}"
-
-
-def _when(at: float | None) -> str:
-    if at is None:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s"
+    return f"since {when(seal['since'])} by {seal['by']}: {seal['reason']}"
