@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from turret.counters import RequestCounters
+from turret.credwatch import attention
 from turret.errors import BadRequest, NotFound, ServiceUnavailable
 from turret.model import AGENT_NAME, AdminSettings, Agent, Config
 from turret.pipeline.tokens import operator_listing
@@ -148,6 +149,7 @@ def status_doc(
         "sealed": switch_doc(state.controls.sealed()) if state is not None else None,
         "agents": {"count": len(config.agents), "revoked": sorted(revoked)},
         "services": sorted(config.services),
+        "credentials_needing_attention": attention(config, state, at),
         "derived_tokens_in_force": state.tokens.in_force(at) if state is not None else 0,
         "last_reload": facts.last_reload,
         "audit_sink": facts.audit_sink,

@@ -209,5 +209,11 @@ class Sealed(ServiceUnavailable):
     code = "sealed"
 
 
+class CredentialUnavailable(ServiceUnavailable):
+    """The service's credential may not be used (past its enforced `max_age`)."""
+
+    code = "credential_unavailable"
+
+
 class GatewayTimeout(RequestError):
     status, code = 504, "upstream_timeout"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Union
 
 from multidict import CIMultiDict
 
+from turret.credmodel import CredentialPolicy, HealthCheck
 from turret.netpolicy import AddressPolicy
 from turret.paths import CanonicalPath, GlobIndex, PathGlob
 from turret.ratelimit import AgentLimits, ServerLimits
@@ -60,6 +61,7 @@ class Service:
     # Checked for DNS names on every connection; IP literals are used as written.
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
     trackers: tuple[str, ...] = ()  # qBittorrent: tracker URLs a magnet link may carry (`tr=`)
+    check: HealthCheck | None = None  # `turret check`: proves the credential works (`credmodel`)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class Config:
     limits: ServerLimits = field(default_factory=ServerLimits)
     admin: AdminSettings = field(default_factory=AdminSettings)
     digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
+    # Every credential the config uses, with its key-age policy (`credentials:`, defaults applied).
+    credential_policy: Mapping[str, CredentialPolicy] = field(default_factory=dict)
 
 
 

@@ -39,6 +39,10 @@ class Event(enum.Enum):
     TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e33"  # noqa: S105 - an event id, not a secret
     AGENT_TOKEN_EXPIRING = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e41"  # noqa: S105 - an event id
     AGENT_TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e42"  # noqa: S105 - an event id
+    # Key age (turret.credwatch): the warnings, and a rotation seen at start or reload.
+    CREDENTIAL_ROTATE_SOON = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e50"
+    CREDENTIAL_OVERDUE = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e51"
+    CREDENTIAL_ROTATED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e52"
 
     @property
     def label(self) -> str:

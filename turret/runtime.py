@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from turret.auth import TokenIndex
 from turret.echo import Redactor
 from turret.model import Config
+from turret.secret import Secret
 
 if TYPE_CHECKING:
     from turret.providers import CredentialProvider
@@ -34,6 +35,8 @@ class Runtime:
     providers: Mapping[str, CredentialProvider]  # by service name
     redactor: Redactor
     params_key: bytes = PROCESS_PARAMS_KEY
+    # The loaded credentials by name, for their keyed fingerprints (`turret.credwatch`) only.
+    secrets: Mapping[str, Secret] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"Runtime(agents={len(self.config.agents)}, services={len(self.config.services)})"

@@ -26,6 +26,7 @@ from turret.admin import Facts
 from turret.audit import Auditor
 from turret.config import read_config
 from turret.counters import RequestCounters
+from turret.credwatch import KeyAge, unwrap
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError, StateError
 from turret.httpserver import TurretRunner
 from turret.listeners import address_of, listen, listen_admin
@@ -136,6 +137,7 @@ class Gateway:
         # Opened and closed by `serve`; kept across reloads (it is not part of the Runtime).
         self.state = state
         self.started_at = time.time()
+        self.keyage = KeyAge(state, auditor)  # credential key age (`turret credentials`)
         self.apps = {name: factory(self) for name, factory in APPS.items()}
         self.app = self.apps[AGENTS]
         self.notifier = Notifier()
@@ -147,6 +149,7 @@ class Gateway:
         # The heartbeat runs until the very end, so the watchdog is fed during a long stop too.
         async with self._heartbeat():
             try:
+                self.holder.current = self.keyage.adopt(self.holder.current)
                 await self._bind()
                 self._started()
                 await self._handle_signals(signals)
@@ -206,6 +209,7 @@ class Gateway:
             },
         )
         self._warn_expiring_tokens()
+        self.keyage.warn()
         self.notifier.ready(self.status())
 
     def _warn_expiring_tokens(self) -> None:
@@ -243,10 +247,12 @@ class Gateway:
         """One line for `systemctl status`: what is served, how much, and the last reload."""
         stats = self.app[STATS]
         state = "stopping; " if self.stopping else ""
+        overdue = self.keyage.overdue(time.time())
         return (
             f"{state}{len(self.config.agents)} agents, {len(self.config.services)} services; "
             f"{stats.requests} requests served, {stats.in_flight} in flight; "
             f"last reload: {self.last_reload}"
+            + (f"; {overdue} credentials overdue for rotation" if overdue else "")
         )
 
     async def _handle_signals(self, signals: _SignalQueue) -> None:
@@ -264,7 +270,8 @@ class Gateway:
         self.notifier.reloading()
         at = time.strftime("%H:%M:%S")
         try:
-            runtime = await asyncio.to_thread(load, self.options, self.holder.current)
+            runtime = await asyncio.to_thread(load, self.options, unwrap(self.holder.current))
+            runtime = await asyncio.to_thread(self.keyage.adopt, runtime)
             config = runtime.config
             self.auditor.record(
                 Event.RELOADED,
@@ -284,6 +291,7 @@ class Gateway:
         self.holder.current = runtime
         self.last_reload = f"ok at {at}"
         self._warn_expiring_tokens()
+        self.keyage.warn()
         self.notifier.ready(self.status())
         return True
 
@@ -323,6 +331,7 @@ class Gateway:
             if status != sent:
                 self.notifier.status(status)
                 sent = status
+            await self.keyage.tick()
             await asyncio.sleep(watchdog or STATUS_INTERVAL)
 
 

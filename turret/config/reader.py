@@ -14,6 +14,7 @@ from typing import Any
 
 from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
+from turret.config import credpolicy
 from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
 from turret.config.checker import Checker
@@ -85,6 +86,8 @@ class _ConfigReader(Checker):
                 "audit",
                 "limits",
                 "admin",
+                "credentials",
+                "credentials_defaults",
             },
         )
         if top is None:
@@ -110,9 +113,10 @@ class _ConfigReader(Checker):
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
         admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
-        return Config(
+        config = Config(
             listen, creds_dir, services, agents, caps, groups, params_key, limits, admin
         )
+        return credpolicy.with_policy(self, top, config)
 
     def listen(self, path: str, value: Any) -> str | None:
         text = self.string(path, value)
@@ -130,7 +134,7 @@ class _ConfigReader(Checker):
     def service(self, path: str, name: str, body: Any) -> Service | None:
         if not NAME.fullmatch(name):
             self.fail(path, f"service name must match {NAME.pattern}")
-        keys = {*_SERVICE_NUMBERS, "kind", "node", "allow_networks", "magnet"}
+        keys = {*_SERVICE_NUMBERS, "kind", "node", "allow_networks", "magnet", "check"}
         svc = self.mapping(path, body, {"url", "auth"}, keys)
         if svc is None:
             return None
@@ -145,6 +149,7 @@ class _ConfigReader(Checker):
         )
         kind, node = capability_settings.read_kind_and_node(self, path, svc, auth)
         trackers = capability_settings.read_magnet(self, join(path, "magnet"), svc, kind)
+        check = credpolicy.read_check(self, join(path, "check"), svc, kind)
         if url is None or auth is None or None in limits.values() or kind is False:
             return None
         return Service(
@@ -158,6 +163,7 @@ class _ConfigReader(Checker):
             node,
             policy,
             trackers,
+            check=check,
         )
 
     def url(self, path: str, value: Any) -> str | None:
