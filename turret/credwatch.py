@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from turret.credmodel import CredentialPolicy
-from turret.errors import AuditUnavailable, StateError
+from turret.errors import AuditUnavailable, NotFound, StateError
 from turret.keyage import ATTENTION, Assessment, KeyState, assess, enforced_deadline, warning_due
 from turret.model import Config
 from turret.providers.aged import AgedProvider, unwrapped
@@ -54,9 +54,7 @@ def other_uses(config: Config, name: str) -> list[str]:
     return uses + (["audit.params_key"] if config.params_key == name else [])
 
 
-def assess_one(
-    config: Config, name: str, age: CredentialAge | None, now: float
-) -> Assessment:
+def assess_one(config: Config, name: str, age: CredentialAge | None, now: float) -> Assessment:
     """The state of credential `name` at `now`, from what the store knows of it."""
     policy = config.credential_policy.get(name, CredentialPolicy())
     if age is None:
@@ -142,12 +140,6 @@ class KeyAge:
             },
             priority=NOTICE,
         )
-
-    def announce(self, name: str, uid: int, at: float) -> None:
-        """Note that operator `uid` is rotating `name`: the `credential_rotated` record the next
-        start or reload writes for it names them."""
-        if self.state is not None:
-            self.state.meta.set(ROTATING + name, str(uid), at)
 
     def assessments(self, now: float) -> dict[str, Assessment]:
         """Every configured credential's state at `now`."""
@@ -239,6 +231,14 @@ def attention(config: Config, state: StateStore | None, now: float) -> list[dict
     ages = {a.name: a for a in state.credentials.all()}
     states = {n: assess_one(config, n, ages.get(n), now).state for n in config.credential_policy}
     return [{"name": n, "state": str(s)} for n, s in sorted(states.items()) if s in ATTENTION]
+
+
+def announce(state: StateStore, config: Config, name: str, uid: int, at: float) -> None:
+    """Note that operator `uid` is rotating `name` (`turret rotate --wait`): the
+    `credential_rotated` record the next start or reload writes for it names them."""
+    if name not in config.credential_policy:
+        raise NotFound(f"no credential {name!r} is used by the configuration")
+    state.meta.set(ROTATING + name, str(uid), at)
 
 
 def unwrap(runtime: Runtime) -> Runtime:

@@ -9,6 +9,7 @@ import urllib.parse
 from typing import Any
 
 from turret.admin_client.base import Call, Subparsers, UsageError, add_parser, duration, table, when
+from turret.admin_client.keyage import attention_line
 
 
 def add_commands(sub: Subparsers) -> None:
@@ -94,6 +95,7 @@ def render_status(doc: dict[str, Any]) -> str:
         f"sealed: {_seal_line(doc['sealed']) if doc['sealed'] else 'no'}",
         f"agents: {doc['agents']['count']} (revoked: {revoked})",
         f"services: {', '.join(doc['services']) or 'none'}",
+        f"credentials needing attention: {attention_line(doc['credentials_needing_attention'])}",
         f"derived tokens in force: {doc['derived_tokens_in_force']}",
         f"last reload: {doc['last_reload']}",
         f"requests: {decisions.get('allow', 0)} allowed, {decisions.get('deny', 0)} denied, "

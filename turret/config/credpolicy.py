@@ -42,7 +42,7 @@ def with_policy(ck: Checker, top: dict[str, Any], config: Config) -> Config:
     by_service = {n for s in config.services.values() for n in s.auth.uses()}
     policies = dict.fromkeys(used, defaults)
     raw = top.get("credentials")
-    for name, body in (raw.items() if isinstance(raw, dict) else ()):
+    for name, body in raw.items() if isinstance(raw, dict) else ():
         path = join("credentials", str(name))
         if not isinstance(name, str) or not CREDENTIAL_NAME.fullmatch(name):
             ck.fail(path, f"credential name must match {CREDENTIAL_NAME.pattern}")
