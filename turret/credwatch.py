@@ -179,7 +179,8 @@ class KeyAge:
         """From the heartbeat loop: the daily warnings, and the batched last-used times."""
         now = self.wall()
         try:
-            if warning_due(self.last_warned, now):
+            # The first warnings are the start's (`warn()`); the heartbeat only repeats them.
+            if self.last_warned is not None and warning_due(self.last_warned, now):
                 self.warn()
             if self.state is not None and now - self.last_flush >= FLUSH_INTERVAL:
                 self.last_flush = now
