@@ -46,6 +46,11 @@ let
     "turret"
     "admin"
   ];
+  policyLoc = [
+    "services"
+    "turret"
+    "credentialPolicy"
+  ];
   # The admin socket's path is fixed: `turret status` and friends find it there by default.
   adminSocket = "/run/turret/admin.sock";
   # `admin:` in the config: who besides root and Turret's own uid may use the admin socket.
@@ -61,7 +66,8 @@ let
 
   renderedSettings =
     turretLib.stripNulls cfg.settings
-    // optionalAttrs (adminSettings != { }) { admin = adminSettings; };
+    // optionalAttrs (adminSettings != { }) { admin = adminSettings; }
+    // optionalAttrs (cfg.credentialPolicy != { }) { credentials = policySettings; };
   uncheckedConfigFile = settingsFormat.generate "turret-unchecked.yaml" renderedSettings;
   # A config Turret would refuse to start with fails the build instead (credentials are not
   # needed for the check, and are not available at build time anyway).
@@ -193,6 +199,9 @@ let
     assertion = (agent.token_sha256 == null) != (agent.token_credential == null);
     message = "${showOption (settingsLoc ++ [ "agents" name ])} needs exactly one of token_sha256 and token_credential.";
   }) cfg.settings.agents;
+  # `credentials:` in the config (key age) from `credentialPolicy`, in Turret's own spelling.
+  policy = import ./credential-policy.nix { inherit lib policyLoc settingsLoc credentialsLoc; };
+  policySettings = policy.settings cfg.credentialPolicy;
 in
 {
   options.services.turret = {
@@ -283,6 +292,22 @@ in
       description = "Check the generated config with `turret check-config` at build time.";
     };
 
+    credentialPolicy = mkOption {
+      type = types.attrsOf (types.submodule policy.submodule);
+      default = { };
+      example = literalExpression ''
+        {
+          "gitea-token" = { maxAge = "90d"; owner = "alice"; rotateHint = "Gitea > Settings > Applications"; };
+        }
+      '';
+      description = ''
+        Key age per credential (a name of `services.turret.credentials`): how old it may grow,
+        when to warn, who owns it and how it is rotated. `turret credentials` shows each one's
+        age and state; `turret rotate NAME` walks through a rotation. Rendered as `credentials:`
+        in the config.
+      '';
+    };
+
     admin = {
       allowUids = mkOption {
         type = types.listOf types.ints.unsigned;
@@ -312,6 +337,7 @@ in
       ++ referenceAssertions
       ++ grantAssertions
       ++ agentAssertions
+      ++ policy.assertions cfg
       ++ [
         {
           assertion = !(cfg.settings ? admin);

@@ -21,6 +21,7 @@ from tests.nix.nixtools import (
     run_config_build,
     unit_hardening,
 )
+from turret.config import load_config
 
 SETTINGS = """{
     services.forge = {
@@ -90,6 +91,7 @@ def test_module_declares_its_options(evaluate: ModuleEval) -> None:
         "socketGroup",
         "socketMode",
         "checkConfig",
+        "credentialPolicy",
     }  # and admin.allowUids, admin.allowGroup (a set of options, tested below)
     assert set(options["settings"]) == {"listen", "services", "agents"}
     for option in [*options["top"].values(), *options["settings"].values()]:
@@ -443,3 +445,53 @@ def test_module_rejects_admin_in_settings(evaluate: ModuleEval) -> None:
         m.startswith("services.turret.settings.admin must not be set: use "
                      "services.turret.admin.allowUids") for m in messages
     ), messages
+
+
+def test_module_credential_policy_renders_credentials(evaluate: ModuleEval) -> None:
+    extra = (
+        'credentialPolicy."gitea-token" = { maxAge = "90d"; warnBefore = "7d"; owner = "alice";'
+        ' rotateHint = "Gitea > Settings"; enforceMaxAge = true; };'
+        ' credentialPolicy."alice-token".maxAge = "365d";'
+    )
+    system = evaluate("host.system", host(extra=extra))
+    assert rendered_config(system)["credentials"] == {
+        "gitea-token": {"max_age": "90d", "warn_before": "7d", "owner": "alice",
+                        "rotate_hint": "Gitea > Settings", "enforce_max_age": True},
+        "alice-token": {"max_age": "365d"},
+    }  # fmt: skip
+    # Turret reads it as written (in-process: the build's `turret` may be another checkout).
+    policy = load_config(yaml.safe_dump(rendered_config(system))).credential_policy
+    assert policy["gitea-token"].enforce_max_age and policy["alice-token"].max_age == 365 * 86400
+    assert "credentials" not in rendered_config(evaluate("host.system", host()))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('credentialPolicy."gitea-tokn".maxAge = "90d";',
+         'services.turret.credentialPolicy.gitea-tokn is for a credential services.turret.'
+         'credentials does not provide'),
+        ('credentialPolicy."gitea-token".maxAge = "90 days";',
+         'services.turret.credentialPolicy.gitea-token.maxAge = "90 days" is not a duration'),
+        ('credentialPolicy."gitea-token".maxAge = "3w";',
+         'services.turret.credentialPolicy.gitea-token.maxAge = "3w" is not a duration'),
+        ('credentialPolicy."gitea-token" = { maxAge = "90d"; warnBefore = "2 weeks"; };',
+         'services.turret.credentialPolicy.gitea-token.warnBefore = "2 weeks" is not a'),
+        ('credentialPolicy."gitea-token".enforceMaxAge = true;',
+         'services.turret.credentialPolicy.gitea-token.enforceMaxAge needs '
+         'services.turret.credentialPolicy.gitea-token.maxAge'),
+    ],
+)  # fmt: skip
+def test_module_rejects_bad_credential_policy(
+    evaluate: ModuleEval, extra: str, message: str
+) -> None:
+    messages = failed_assertions(evaluate, host(extra=extra))
+    assert any(message in m for m in messages), messages
+
+
+def test_module_rejects_credential_policy_twice(evaluate: ModuleEval) -> None:
+    settings = SETTINGS.rstrip("}") + ' credentials."gitea-token".max_age = "9d"; }'
+    extra = 'credentialPolicy."gitea-token".maxAge = "90d";'
+    messages = failed_assertions(evaluate, host(settings=settings, extra=extra))
+    assert any("services.turret.settings.credentials and services.turret.credentialPolicy"
+               in m for m in messages), messages  # fmt: skip
