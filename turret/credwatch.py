@@ -87,6 +87,7 @@ class KeyAge:
                 raise StateError(NO_STORE_ENFORCE)
             self.config = config
             return runtime
+        self.state.flush()  # last-used times noted under the runtime being replaced
         now = self.wall()
         key = self.state.fingerprint_key
         ages = {}
