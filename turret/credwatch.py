@@ -33,6 +33,9 @@ from turret.tokens import rfc3339
 log = logging.getLogger("turret")
 FLUSH_INTERVAL = 60.0  # seconds between writes of the batched last-used times
 ROTATING = "rotating:"  # meta key prefix: the uid that announced a rotation (`turret rotate`)
+# An announcement names the operator of a rotation seen within this time; an older one was
+# abandoned, and a later rotation by someone else must not be put down to them.
+ANNOUNCEMENT_TTL = 86400.0
 NO_STORE_ENFORCE = (
     "enforce_max_age needs a state directory (StateDirectory=turret, or --state-dir): without "
     "one a credential's age is unknown"
@@ -125,9 +128,8 @@ class KeyAge:
 
     def _rotated(self, age: CredentialAge, now: float) -> None:
         assert self.state is not None  # noqa: S101 - only observed with a store
-        uid = self.state.meta.get(ROTATING + age.name)
-        if uid is not None:
-            self.state.meta.delete(ROTATING + age.name)
+        uid = announced_by(self.state.meta.get(ROTATING + age.name), now)
+        self.state.meta.delete(ROTATING + age.name)
         old = short(age.previous_fingerprint) if age.previous_fingerprint else "-"
         self.auditor.record(
             Event.CREDENTIAL_ROTATED,
@@ -137,7 +139,6 @@ class KeyAge:
                 "TURRET_OLD_FINGERPRINT": old,
                 "TURRET_NEW_FINGERPRINT": short(age.fingerprint),
                 "TURRET_OPERATOR_UID": uid,
-                "TURRET_AT": rfc3339(now),
             },
             priority=NOTICE,
         )
@@ -193,12 +194,23 @@ class KeyAge:
 
 
 def credentials_doc(
-    config: Config, state: StateStore | None, now: float
+    runtime: Runtime, state: StateStore | None, now: float
 ) -> list[dict[str, object]]:
-    """The document of `turret credentials`: every credential the config uses (queries only;
-    flush the store first for current last-used times). Fingerprints are the 8 hex digits of
-    the keyed HMAC, never anything computed from the value alone."""
+    """The document of `turret credentials`: every credential the running config uses (queries
+    only; flush the store first for current last-used times).
+
+    A fingerprint is the 8 hex digits of the keyed HMAC of the value `runtime` serves, never
+    anything computed from the value alone: during a reload the store may already hold the new
+    value's while requests are still served with the old one, and `turret rotate --wait` must
+    not report the new value loaded before it is in use."""
+    config = runtime.config
     ages = {a.name: a for a in state.credentials.all()} if state is not None else {}
+    key = state.fingerprint_key if state is not None else None
+    serving = {
+        name: short(key.fingerprint(secret.reveal().encode()))
+        for name, secret in runtime.secrets.items()
+        if key is not None
+    }
     users = service_credentials(config)
     docs: list[dict[str, object]] = []
     for name, policy in sorted(config.credential_policy.items()):
@@ -207,7 +219,7 @@ def credentials_doc(
         docs.append(
             {
                 "name": name,
-                "fingerprint": short(age.fingerprint) if age else None,
+                "fingerprint": serving.get(name),
                 "first_seen": age.first_seen if age else None,
                 "last_changed": age.last_changed if age else None,
                 "age_seconds": None if a.age is None else round(a.age),
@@ -240,7 +252,17 @@ def announce(state: StateStore, config: Config, name: str, uid: int, at: float) 
     `credential_rotated` record the next start or reload writes for it names them."""
     if name not in config.credential_policy:
         raise NotFound(f"no credential {name!r} is used by the configuration")
-    state.meta.set(ROTATING + name, str(uid), at)
+    state.meta.set(ROTATING + name, f"{uid}@{at}", at)
+
+
+def announced_by(value: str | None, now: float) -> str | None:
+    """The uid of a rotation announcement (`uid@time`) still in force at `now`, else None."""
+    uid, _, at = (value or "").partition("@")
+    try:
+        fresh = 0 <= now - float(at) <= ANNOUNCEMENT_TTL
+    except ValueError:
+        return None
+    return uid if fresh and uid.isdigit() else None
 
 
 def unwrap(runtime: Runtime) -> Runtime:

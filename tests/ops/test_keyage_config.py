@@ -70,6 +70,10 @@ def test_credpolicy_without_section_has_no_limits() -> None:
          "duration"),
         ("credentials: {gitea-token: {max_age: 7d, warn_before: 14d}}",
          "credentials.gitea-token.warn_before", "shorter"),
+        ("credentials: {gitea-token: {max_age: 10d}}",  # the default warn_before is 14d
+         "credentials.gitea-token.max_age", "warn_before (14d) must be shorter"),
+        ("credentials_defaults: {warn_before: 30d}\ncredentials: {gitea-token: {max_age: 20d}}",
+         "credentials.gitea-token.max_age", "warn_before (30d)"),
         ("credentials: {gitea-token: {enforce_max_age: true}}",
          "credentials.gitea-token.enforce_max_age", "needs a max_age"),
         ("credentials: {gitea-token: {max_age: 9d, enforce_max_age: yes please}}",

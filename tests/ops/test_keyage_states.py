@@ -12,7 +12,7 @@ import pytest
 
 from turret.config import load_config
 from turret.credmodel import DAY, CredentialPolicy
-from turret.credwatch import KeyAge, credentials_doc, unwrap
+from turret.credwatch import KeyAge, announce, announced_by, credentials_doc, unwrap
 from turret.errors import CredentialUnavailable, StateError
 from turret.keyage import UNUSED_AFTER, KeyState, assess
 from turret.providers import Scope
@@ -195,10 +195,10 @@ def test_rotation_recorded_with_the_announced_uid(
     keyage = KeyAge(store, rec, clock)
     keyage.adopt(runtime(creds_dir))
     before = {a.name: a.fingerprint for a in store.credentials.all()}
-    store.meta.set("rotating:gitea-token", "1000", T0)
+    announce(store, load_config(CONFIG), "gitea-token", 1000, T0 + DAY - 60)
     (creds_dir / "gitea-token").write_text("a-new-gitea-value\n")
     clock.now = T0 + DAY
-    keyage.adopt(runtime(creds_dir))
+    served = keyage.adopt(runtime(creds_dir))
     (rotated,) = rec.of(Event.CREDENTIAL_ROTATED)
     fields = rotated[2]
     assert fields["TURRET_CREDENTIAL"] == "gitea-token"
@@ -206,7 +206,8 @@ def test_rotation_recorded_with_the_announced_uid(
     assert fields["TURRET_OLD_FINGERPRINT"] == before["gitea-token"][:8]
     assert fields["TURRET_NEW_FINGERPRINT"] != fields["TURRET_OLD_FINGERPRINT"]
     assert store.meta.get("rotating:gitea-token") is None
-    doc = {d["name"]: d for d in credentials_doc(keyage.config, store, clock.now)}  # type: ignore[arg-type]
+    doc = {d["name"]: d for d in credentials_doc(served, store, clock.now)}
+    assert doc["gitea-token"]["fingerprint"] == fields["TURRET_NEW_FINGERPRINT"]
     assert doc["gitea-token"]["age_seconds"] == 0  # the age restarts at the new value
     assert doc["api-key"]["age_seconds"] == DAY
 
@@ -241,3 +242,34 @@ def test_unwrap_returns_the_built_providers(creds_dir: Path, store: StateStore) 
     built = runtime(creds_dir)
     served = KeyAge(store, Records(), Clock(T0)).adopt(built)
     assert dict(unwrap(served).providers) == dict(built.providers)
+
+
+@pytest.mark.parametrize(
+    ("value", "now", "uid"),
+    [
+        ("1000@1800000000.0", T0 + 60, "1000"),
+        ("0@1800000000.0", T0, "0"),
+        ("1000@1800000000.0", T0 + DAY + 1, None),  # abandoned: a day old
+        ("1000@1800000000.0", T0 - 60, None),  # from the future
+        ("1000", T0, None),
+        ("x@1800000000.0", T0, None),
+        ("1000@soon", T0, None),
+        (None, T0, None),
+    ],
+)
+def test_announced_by_only_a_fresh_announcement(
+    value: str | None, now: float, uid: str | None
+) -> None:
+    assert announced_by(value, now) == uid
+
+
+def test_abandoned_announcement_names_no_one(creds_dir: Path, store: StateStore) -> None:
+    clock, rec = Clock(T0), Records()
+    keyage = KeyAge(store, rec, clock)
+    keyage.adopt(runtime(creds_dir))
+    announce(store, load_config(CONFIG), "gitea-token", 1000, T0)
+    (creds_dir / "gitea-token").write_text("a-later-value\n")
+    clock.now = T0 + 3 * DAY
+    keyage.adopt(runtime(creds_dir))
+    (rotated,) = rec.of(Event.CREDENTIAL_ROTATED)
+    assert rotated[2]["TURRET_OPERATOR_UID"] is None

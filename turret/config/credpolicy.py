@@ -69,8 +69,10 @@ def _policy(ck: Checker, path: str, body: Any, base: CredentialPolicy) -> Creden
         enforce = False
     if enforce and max_age is None:
         ck.fail(join(path, "enforce_max_age"), "needs a max_age")
-    if max_age is not None and "warn_before" in spec and warn >= max_age:
-        ck.fail(join(path, "warn_before"), "must be shorter than max_age")
+    if max_age is not None and warn >= max_age:
+        # Said where the operator can fix it: the warn_before they wrote, else this max_age.
+        where = join(path, "warn_before" if "warn_before" in spec else "max_age")
+        ck.fail(where, f"warn_before ({warn / 86400:g}d) must be shorter than max_age")
     return CredentialPolicy(
         max_age,
         warn,

@@ -63,7 +63,7 @@ async def _credentials(request: web.Request) -> web.Response:
     view = request.app[VIEW]
     if view.state is not None:
         await asyncio.to_thread(view.state.flush)  # the last-used times batched in memory
-    doc = credwatch.credentials_doc(view.holder.current.config, view.state, time.time())
+    doc = credwatch.credentials_doc(view.holder.current, view.state, time.time())
     return web.json_response({"state_store": view.state is not None, "credentials": doc})
 
 
