@@ -213,3 +213,20 @@ async def test_rotate_wait_times_out_without_a_new_value(keyed: Served) -> None:
     await keyed.start()
     code, _, err = await keyed.cli("rotate", "gitea-token", "--wait", "--timeout", "0.3")
     assert code == 1 and "no new value of gitea-token loaded" in err
+
+
+async def test_rotate_wait_rides_out_a_restart(keyed: Served, leak_check: Canaries) -> None:
+    await keyed.start()
+    assert keyed.gateway is not None and keyed.gateway.state is not None
+    state = keyed.gateway.state
+    rotate = asyncio.create_task(keyed.cli("rotate", "gitea-token", "--wait", "--timeout", "30"))
+    await eventually(lambda: state.meta.get("rotating:gitea-token") is not None)
+    new_value = f"CANARY-restarted-{os.urandom(8).hex()}"
+    leak_check.watch([new_value])
+    (Path(keyed.options.credentials_dir or "") / "gitea-token").write_text(new_value + "\n")
+    await keyed.restart()  # systemd copies credentials at start: the usual way in
+    code, out, err = await rotate
+    assert code == 0, err
+    assert re.search(r"^gitea\s+ok\s+200", out, re.MULTILINE)
+    (rotated,) = records(keyed, "credential_rotated")
+    assert rotated["TURRET_OPERATOR_UID"] == str(os.getuid())  # the announcement outlived it

@@ -152,9 +152,13 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _wait_for_change(args: argparse.Namespace, old: str | None, deadline: float) -> str | None:
-    """Poll the admin socket until the credential's fingerprint differs from `old`."""
+    """Poll the admin socket until the credential's fingerprint differs from `old`; Turret
+    being unreachable for a while is expected (`systemctl restart turret`)."""
     while True:
-        new = _credential(args, args.name)["fingerprint"]
+        try:
+            new = _credential(args, args.name)["fingerprint"]
+        except Unreachable:
+            new = None
         if new is not None and new != old:
             return str(new)
         if time.monotonic() >= deadline:
