@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Union
 
 from multidict import CIMultiDict
 
+from turret.heartbeat import CheckinSettings, HeartbeatSettings
 from turret.netpolicy import AddressPolicy
+from turret.opa import OpaSettings
 from turret.paths import CanonicalPath, GlobIndex, PathGlob
 from turret.ratelimit import AgentLimits, ServerLimits
 
@@ -126,6 +128,9 @@ class Config:
     limits: ServerLimits = field(default_factory=ServerLimits)
     admin: AdminSettings = field(default_factory=AdminSettings)
     digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
+    heartbeat: HeartbeatSettings | None = None  # the dead-man switch (turret.deadman)
+    checkin: CheckinSettings | None = None
+    opa: OpaSettings | None = None  # `policy.opa`: the external policy decision
 
 
 

@@ -39,6 +39,9 @@ class Event(enum.Enum):
     TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e33"  # noqa: S105 - an event id, not a secret
     AGENT_TOKEN_EXPIRING = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e41"  # noqa: S105 - an event id
     AGENT_TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e42"  # noqa: S105 - an event id
+    # the dead-man switch (turret.deadman)
+    HEARTBEAT_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e60"
+    HEARTBEAT_RECOVERED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e61"
 
     @property
     def label(self) -> str:
@@ -47,6 +50,7 @@ class Event(enum.Enum):
 
 # journald priorities
 INFO, NOTICE, WARNING, ERR = 6, 5, 4, 3
+CRIT = 2  # the dead-man switch fired
 
 Fields = dict[str, str | int | float | None]
 
