@@ -24,7 +24,7 @@ def read_policy(ck: Checker, value: Any) -> OpaSettings | None:
     opa = ck.mapping("policy.opa", spec["opa"], {"url"}, {"path", "timeout"})
     if opa is None:
         return None
-    url = _url(ck, opa.get("url"))
+    url = _url(ck, opa["url"]) if "url" in opa else None
     path = ck.string("policy.opa.path", opa.get("path", "turret/allow"), RULE_PATH)
     lo, hi = _TIMEOUT
     timeout = ck.number("policy.opa.timeout", opa.get("timeout", 0.5), lo, hi, integer=False)
