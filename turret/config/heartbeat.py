@@ -52,7 +52,7 @@ def _heartbeat(ck: Checker, value: Any) -> HeartbeatSettings | None:
     if spec is None:
         return None
     url = None
-    text = ck.string("heartbeat.url", spec.get("url"))
+    text = ck.string("heartbeat.url", spec["url"]) if "url" in spec else None
     if text is not None:
         try:
             url = service_url(text)
