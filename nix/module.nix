@@ -195,6 +195,8 @@ let
   }) cfg.settings.agents;
 in
 {
+  imports = [ ./ops.nix ];
+
   options.services.turret = {
     enable = mkEnableOption "Turret, the credential gateway for LLM agents";
 
