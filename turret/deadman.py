@@ -24,7 +24,15 @@ from yarl import URL
 
 from turret.connector import ResolverFactory, SessionPool
 from turret.errors import AddressRefused, AuditUnavailable, StartupError
-from turret.heartbeat import HEARTBEAT, SEAL, Firing, HeartbeatSettings, Watch, next_check
+from turret.heartbeat import (
+    CHECKIN,
+    HEARTBEAT,
+    SEAL,
+    Firing,
+    HeartbeatSettings,
+    Watch,
+    next_check,
+)
 from turret.records import CRIT, NOTICE, Event, Recorder
 from turret.runtime import RuntimeHolder
 from turret.state import StateStore
@@ -99,6 +107,12 @@ class DeadMan:
         config = self.holder.current.config
         now = self.wall()
         fired_before = set(self.watch.fired)
+        # A watch taken out of the config forgets that it fired: put back, it acts again.
+        if config.heartbeat is None:
+            self.watch.fired.discard(HEARTBEAT)
+            self.watch.misses = 0
+        if config.checkin is None:
+            self.watch.fired.discard(CHECKIN)
         firings: list[Firing | None] = []
         if config.heartbeat is not None and now >= self._next_probe:
             self._next_probe = now + config.heartbeat.interval

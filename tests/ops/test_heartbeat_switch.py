@@ -240,6 +240,22 @@ async def test_checkin_fired_is_kept_across_a_restart(make_switch: Any) -> None:
     assert len(again.records("6e60")) == 1
 
 
+async def test_a_watch_taken_out_and_put_back_acts_again(
+    make_switch: Any, beat: Beat, creds_dir: Path
+) -> None:
+    beat.status = 500
+    section = f"heartbeat: {{url: '{beat.url}', misses: 1}}\n"
+    sw = make_switch(section)
+    assert await sw.rounds(1, 60) == [1]
+    sw.state.controls.unseal()
+    holder = sw.deadman.holder
+    failing = holder.current
+    holder.current = build_runtime(load_config(BASE), str(creds_dir))  # a reload without it
+    assert await sw.rounds(1, 60) == [0] and sw.deadman.watch.fired == set()
+    holder.current = failing  # the reload that puts it back, still failing
+    assert await sw.rounds(1, 60) == [1] and sw.state.controls.sealed() is not None
+
+
 async def test_deadman_refuses_to_start_without_a_state_store(creds_dir: Path) -> None:
     for section in ("checkin: {}\n", "heartbeat: {url: 'https://x.example'}\n"):
         runtime = build_runtime(load_config(BASE + section), str(creds_dir))
