@@ -27,7 +27,7 @@ from turret.errors import (
 )
 from turret.model import JSON, METHODS, Agent, Capability, CapabilityAction, Params, ProxyAction
 from turret.paths import canonical_path
-from turret.pipeline.opa import consult, denial_message
+from turret.pipeline.opa import consult
 from turret.pipeline.proxy import proxy_reason
 from turret.pipeline.request import (
     Context,
@@ -100,8 +100,8 @@ async def call(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         audit.refused(exc)
         raise
     if external is not None:
-        audit.decision(external, 403)
-        raise PolicyDenied(denial_message(external))
+        audit.decision(external.decision, 403)
+        raise PolicyDenied(external.message)
     audit.decision(decision)
     runtime = flow.runtime
     service = runtime.config.services[capability.service]

@@ -10,7 +10,7 @@ the step does nothing; with one but no oracle, it denies (fail closed).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from multidict import CIMultiDict
 
@@ -31,9 +31,17 @@ class PolicyOracle(Protocol):
         """The verdict on `query`; never raises (a failure is a denying verdict)."""
 
 
+class Denied(NamedTuple):
+    """The external policy's denial: the decision to record (with OPA's own reason, if any) and
+    what the agent is told (the reason code only, never OPA's text)."""
+
+    decision: Decision
+    message: str
+
+
 async def consult(
     flow: Flow, principal: Principal, action: Action, decision: Decision
-) -> Decision | None:
+) -> Denied | None:
     """The external policy's denial of an allowed `decision`, or None when it allows (or
     there is no external policy, or Turret's own policy already denied)."""
     settings = flow.runtime.config.opa
@@ -48,7 +56,10 @@ async def consult(
     if answer.allowed:
         return None
     detail = f": {answer.detail}" if answer.detail else ""
-    return Decision.deny(f"external policy: {answer.code}{detail}", "policy.opa")
+    return Denied(
+        Decision.deny(f"external policy: {answer.code}{detail}", "policy.opa"),
+        f"the external policy does not allow this request ({answer.code})",
+    )
 
 
 async def _query(flow: Flow, principal: Principal, action: Action) -> bytes:
@@ -78,8 +89,3 @@ async def _refuse_secret_path(flow: Flow, path: str) -> None:
             reason=f"exfiltration guard: credential material in the {where}",
         )
 
-
-def denial_message(decision: Decision) -> str:
-    """What the agent is told of an external denial: the reason code, never OPA's text."""
-    code = decision.reason.removeprefix("external policy: ").split(":", 1)[0]
-    return f"the external policy does not allow this request ({code})"

@@ -14,7 +14,7 @@ from turret.errors import BadRequest, Forbidden, PolicyDenied, RequestError
 from turret.headers import caller_headers
 from turret.model import Outbound, ProxyAction
 from turret.paths import canonical_path
-from turret.pipeline.opa import consult, denial_message
+from turret.pipeline.opa import consult
 from turret.pipeline.request import (
     Context,
     Exchange,
@@ -115,8 +115,8 @@ async def _proxied(
         audit.refused(exc)
         raise
     if external is not None:
-        audit.decision(external, 403)
-        raise PolicyDenied(denial_message(external))
+        audit.decision(external.decision, 403)
+        raise PolicyDenied(external.message)
     if not decision.allowed:
         audit.decision(decision, 403)
         raise Forbidden(proxy_reason(decision))
