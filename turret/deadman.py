@@ -121,13 +121,15 @@ class DeadMan:
             if failure is None and HEARTBEAT in fired_before:
                 self._recovered()
         if config.checkin is not None and self.state is not None:
-            last = self._last_checkin(self.state, now)
+            # The store's writes fsync: off the loop, as the admin app does them.
+            last = await asyncio.to_thread(self._last_checkin, self.state, now)
             firings.append(self.watch.checked(config.checkin, last, now))
         acted = [f for f in firings if f is not None]
         for firing in acted:
             await self._fire(firing, now)
         if self.watch.fired != fired_before and self.state is not None:
-            self.state.meta.set(FIRED_KEY, json.dumps(sorted(self.watch.fired)), now)
+            fired = json.dumps(sorted(self.watch.fired))
+            await asyncio.to_thread(self.state.meta.set, FIRED_KEY, fired, now)
         if not self.watch.fired:
             self.status = ""
         return acted
