@@ -204,6 +204,8 @@ let
   policySettings = policy.settings cfg.credentialPolicy;
 in
 {
+  imports = [ ./ops.nix ];
+
   options.services.turret = {
     enable = mkEnableOption "Turret, the credential gateway for LLM agents";
 

@@ -217,3 +217,9 @@ class CredentialUnavailable(ServiceUnavailable):
 
 class GatewayTimeout(RequestError):
     status, code = 504, "upstream_timeout"
+
+
+class PolicyDenied(Forbidden):
+    """The external policy (OPA) did not allow what Turret's own policy allowed."""
+
+    code = "policy_denied"

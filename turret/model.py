@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Union
 from multidict import CIMultiDict
 
 from turret.credmodel import CredentialPolicy, HealthCheck
+from turret.heartbeat import CheckinSettings, HeartbeatSettings
 from turret.netpolicy import AddressPolicy
+from turret.opa import OpaSettings
 from turret.paths import CanonicalPath, GlobIndex, PathGlob
 from turret.ratelimit import AgentLimits, ServerLimits
 
@@ -130,6 +132,9 @@ class Config:
     digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
     # Every credential the config uses, with its key-age policy (`credentials:`, defaults applied).
     credential_policy: Mapping[str, CredentialPolicy] = field(default_factory=dict)
+    heartbeat: HeartbeatSettings | None = None  # the dead-man switch (turret.deadman)
+    checkin: CheckinSettings | None = None
+    opa: OpaSettings | None = None  # `policy.opa`: the external policy decision
 
 
 

@@ -43,6 +43,9 @@ class Event(enum.Enum):
     CREDENTIAL_ROTATE_SOON = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e50"
     CREDENTIAL_OVERDUE = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e51"
     CREDENTIAL_ROTATED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e52"
+    # the dead-man switch (turret.deadman)
+    HEARTBEAT_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e60"
+    HEARTBEAT_RECOVERED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e61"
 
     @property
     def label(self) -> str:
@@ -51,6 +54,7 @@ class Event(enum.Enum):
 
 # journald priorities
 INFO, NOTICE, WARNING, ERR = 6, 5, 4, 3
+CRIT = 2  # the dead-man switch fired
 
 Fields = dict[str, str | int | float | None]
 

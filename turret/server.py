@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from turret import __version__
+from turret import __version__, deadman
 from turret.admin import Facts
 from turret.audit import Auditor
 from turret.config import read_config
@@ -144,10 +144,12 @@ class Gateway:
         self.last_reload = "none"
         self.stopping = False
         self.runners: list[web.AppRunner] = []
+        self.deadman: deadman.DeadMan | None = None  # the dead-man switch, while running
 
     async def run(self, signals: _SignalQueue) -> None:
         # The heartbeat runs until the very end, so the watchdog is fed during a long stop too.
-        async with self._heartbeat():
+        switch = deadman.running(self.holder, self.state, self.auditor)
+        async with self._heartbeat(), switch as self.deadman:
             try:
                 self.holder.current = self.keyage.adopt(self.holder.current)
                 await self._bind()
@@ -248,10 +250,11 @@ class Gateway:
         stats = self.app[STATS]
         state = "stopping; " if self.stopping else ""
         overdue = self.keyage.overdue(time.time())
+        fired = f"; {self.deadman.status}" if self.deadman and self.deadman.status else ""
         return (
             f"{state}{len(self.config.agents)} agents, {len(self.config.services)} services; "
             f"{stats.requests} requests served, {stats.in_flight} in flight; "
-            f"last reload: {self.last_reload}"
+            f"last reload: {self.last_reload}{fired}"
             + (f"; {overdue} credentials overdue for rotation" if overdue else "")
         )
 

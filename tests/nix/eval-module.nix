@@ -45,7 +45,8 @@ let
       };
 
       system = {
-        inherit (config.systemd) services sockets;
+        inherit (config.systemd) services sockets timers;
+        tmpfiles = config.systemd.tmpfiles.rules;
         inherit (config.users) groups users;
         sopsSecrets = config.sops.secrets;
         etc = lib.mapAttrs (_: e: { source = toString e.source; }) config.environment.etc;

@@ -74,6 +74,10 @@ let
     };
   };
 
+  timerOptions = unitOptions // {
+    timerConfig = section;
+  };
+
   socketOptions = unitOptions // {
     socketConfig = section;
     listenStreams = strings;
@@ -183,6 +187,11 @@ in
       type = types.attrsOf (types.submodule { options = socketOptions; });
       default = { };
     };
+    systemd.timers = mkOption {
+      type = types.attrsOf (types.submodule { options = timerOptions; });
+      default = { };
+    };
+    systemd.tmpfiles.rules = strings;
     sops.defaultSopsFile = mkOption { type = types.path; };
     sops.secrets = mkOption {
       type = types.attrsOf (types.submodule sopsSecret);

@@ -4,7 +4,7 @@ they share: the request, the exit statuses (0, 1 failed, 2 usage, 69 Turret not 
 
 from __future__ import annotations
 
-from turret.admin_client import control, keyage
+from turret.admin_client import control, keyage, ops
 from turret.admin_client.base import Subparsers
 
 
@@ -12,3 +12,4 @@ def add_commands(sub: Subparsers) -> None:
     """Add every operator command to the `turret` parser."""
     control.add_commands(sub)
     keyage.add_commands(sub)
+    ops.add_commands(sub)

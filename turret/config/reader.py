@@ -18,7 +18,9 @@ from turret.config import credpolicy
 from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
 from turret.config.checker import Checker
+from turret.config.heartbeat import read_deadman
 from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
+from turret.config.opa import read_policy
 from turret.config.proxy import read_proxy_grant
 from turret.config.yamlload import join, read_yaml
 from turret.errors import ConfigError, ConfigIssue, YamlError
@@ -88,6 +90,9 @@ class _ConfigReader(Checker):
                 "admin",
                 "credentials",
                 "credentials_defaults",
+                "heartbeat",
+                "checkin",
+                "policy",
             },
         )
         if top is None:
@@ -113,9 +118,11 @@ class _ConfigReader(Checker):
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
         admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
+        heartbeat, checkin = read_deadman(self, top)
         config = Config(
-            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin
-        )
+            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
+            heartbeat=heartbeat, checkin=checkin, opa=read_policy(self, top.get("policy")),
+        )  # fmt: skip
         return credpolicy.with_policy(self, top, config)
 
     def listen(self, path: str, value: Any) -> str | None:

@@ -17,9 +17,17 @@ from typing import Any
 from turret.capabilities.engine import audit_fields, call_result, outbound_for
 from turret.capabilities.schema import capability_schema, validate_params
 from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object, searchable, shown_key
-from turret.errors import BadRequest, Forbidden, NotFound, RequestError, UnprocessableEntity
+from turret.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PolicyDenied,
+    RequestError,
+    UnprocessableEntity,
+)
 from turret.model import JSON, METHODS, Agent, Capability, CapabilityAction, Params, ProxyAction
 from turret.paths import canonical_path
+from turret.pipeline.opa import consult
 from turret.pipeline.proxy import proxy_reason
 from turret.pipeline.request import (
     Context,
@@ -86,9 +94,14 @@ async def call(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         raise Forbidden(decision.reason)  # built from the config: names, rules, constraints
     try:
         await refuse_secret_body(flow, seen)
+        action = CapabilityAction(capability, params)
+        external = await consult(flow, principal, action, decision)
     except RequestError as exc:
         audit.refused(exc)
         raise
+    if external is not None:
+        audit.decision(external.decision, 403)
+        raise PolicyDenied(external.message)
     audit.decision(decision)
     runtime = flow.runtime
     service = runtime.config.services[capability.service]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 
-from turret.errors import BadRequest, Forbidden, RequestError
+from turret.errors import BadRequest, Forbidden, PolicyDenied, RequestError
 from turret.headers import caller_headers
 from turret.model import Outbound, ProxyAction
 from turret.paths import canonical_path
+from turret.pipeline.opa import consult
 from turret.pipeline.request import (
     Context,
     Exchange,
@@ -109,9 +110,13 @@ async def _proxied(
         audit.fields["TURRET_PATH"] = path.encoded
         action = ProxyAction(raw_service, method, path)
         decision = decide(principal, action, runtime.config.services)
+        external = await consult(flow, principal, action, decision)
     except RequestError as exc:
         audit.refused(exc)
         raise
+    if external is not None:
+        audit.decision(external.decision, 403)
+        raise PolicyDenied(external.message)
     if not decision.allowed:
         audit.decision(decision, 403)
         raise Forbidden(proxy_reason(decision))

@@ -39,6 +39,7 @@ from turret.scrub import Scrubber
 from turret.tokens import ScopeCache, ScopeRestriction
 
 if TYPE_CHECKING:
+    from turret.pipeline.opa import PolicyOracle
     from turret.state import DerivedToken, StateStore
 
 
@@ -94,6 +95,7 @@ class Context:
     state: StateStore | None = None
     wall: Callable[[], float] = time.time  # seconds since the epoch: token expiry
     scopes: ScopeCache = field(default_factory=ScopeCache)
+    oracle: PolicyOracle | None = None  # `policy.opa`: without one, its step denies
 
 
 @dataclass

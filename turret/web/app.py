@@ -18,6 +18,7 @@ from turret.counters import CountingRecorder, RequestCounters
 from turret.errors import AuditUnavailable
 from turret.exfil import TokenGuard
 from turret.httpserver import handler_args
+from turret.opaclient import OpaClient
 from turret.pipeline.request import Context, record_flood_summary
 from turret.pipeline.tokens import prune_expired
 from turret.ratelimit import AgentLimiter, FloodGate
@@ -55,10 +56,13 @@ def create_app(
         handler_args=handler_args(holder.current.config.limits),
     )
     counters = app[COUNTERS] = RequestCounters()
-    recorder = CountingRecorder(auditor, counters, time.time)
+    recorder = CountingRecorder(auditor, counters, time.time, lambda: holder.current.config)
+    oracle = OpaClient()
     app[CONTEXT] = Context(
-        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall
-    )
+        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall,
+        oracle=oracle,
+    )  # fmt: skip
+    app.on_cleanup.append(lambda _: oracle.close())
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
