@@ -126,6 +126,7 @@ class Config:
     limits: ServerLimits = field(default_factory=ServerLimits)
     admin: AdminSettings = field(default_factory=AdminSettings)
     digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
+    chain_key: str | None = None  # `audit.chain_key`: credential keying the audit chain
 
 
 

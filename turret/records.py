@@ -39,6 +39,9 @@ class Event(enum.Enum):
     TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e33"  # noqa: S105 - an event id, not a secret
     AGENT_TOKEN_EXPIRING = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e41"  # noqa: S105 - an event id
     AGENT_TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e42"  # noqa: S105 - an event id
+    # the tamper-evident audit chain (turret.auditchain): its first record, and each restart's
+    CHAIN_STARTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e70"
+    CHAIN_RESUMED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e71"
 
     @property
     def label(self) -> str:

@@ -34,6 +34,7 @@ class Runtime:
     providers: Mapping[str, CredentialProvider]  # by service name
     redactor: Redactor
     params_key: bytes = PROCESS_PARAMS_KEY
+    chain_key: bytes | None = None  # `audit.chain_key`: the audit chain's HMAC key
 
     def __repr__(self) -> str:
         return f"Runtime(agents={len(self.config.agents)}, services={len(self.config.services)})"

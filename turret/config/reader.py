@@ -16,6 +16,7 @@ from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
+from turret.config.auditchain import read_chain_key
 from turret.config.checker import Checker
 from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
 from turret.config.proxy import read_proxy_grant
@@ -109,9 +110,11 @@ class _ConfigReader(Checker):
             for n, a in agents.items()
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
+        chain_key = read_chain_key(self, top.get("audit"))
         admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
         return Config(
-            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin
+            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
+            chain_key=chain_key,
         )
 
     def listen(self, path: str, value: Any) -> str | None:
