@@ -40,9 +40,13 @@ def start_chain(
             "audit.chain_key needs the state store (StateDirectory=turret or --state-dir): "
             "the chain continues across restarts from the head kept there"
         )
-    stored = state.audit_chain.head()
-    clean = stored is not None and state.meta.get(CLEAN) == str(stored.seq)
-    state.meta.delete(CLEAN)
+    try:
+        stored = state.audit_chain.head()
+        clean = stored is not None and state.meta.get(CLEAN) == str(stored.seq)
+        state.meta.delete(CLEAN)
+    except sqlite3.Error as exc:
+        message = f"the audit chain head cannot be read from the state store: {exc}"
+        raise StateError(message) from exc
     link_to = Head(stored.seq, stored.chain) if stored is not None else Head(0, GENESIS)
     first = resume_seq(link_to if stored is not None else None, clean, every)
     auditor.chain = ChainWriter(key, first, link_to, _persister(state, clock), every)
