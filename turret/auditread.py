@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TextIO
 
 JOURNALCTL = "journalctl"
 UNIT = "turret.service"
@@ -52,16 +53,22 @@ def read_file(path: str, last: int | None = None) -> Iterator[dict[str, object]]
             yield parse_line(line, number)
 
 
-def follow_file(path: str, last: int | None, wait: Wait) -> Iterator[dict[str, object]]:
-    """The `last` records of the file, then each record appended to it, until `wait` says
-    stop. A line is read once it is complete (ends with a newline)."""
-    with Path(path).open(encoding="utf-8", errors="replace") as f:
-        lines = deque(enumerate(f, 1), maxlen=last) if last is not None else enumerate(f, 1)
-        number = 0
-        for number, line in lines:
-            if line.strip():
-                yield parse_line(line, number)
-        partial = ""
+def follow_file(
+    path: str, wait: Wait
+) -> tuple[list[dict[str, object]], Iterator[dict[str, object]]]:
+    """The records in the file now, and an iterator of each record appended to it later, until
+    `wait` says stop. A line is read once it is complete (ends with a newline)."""
+    f = Path(path).open(encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by _appended
+    lines = f.read().splitlines(keepends=True)
+    partial = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+    existing = [parse_line(line, n) for n, line in enumerate(lines, 1) if line.strip()]
+    return existing, _appended(f, len(lines), partial, wait)
+
+
+def _appended(
+    f: TextIO, number: int, partial: str, wait: Wait
+) -> Iterator[dict[str, object]]:
+    with f:
         while True:
             chunk = f.readline()
             if not chunk:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from turret import auditread
@@ -28,8 +28,8 @@ from turret.admin_client.base import (
 from turret.auditchain import Head, Verdict, parse_head, verify
 from turret.auditview import COLUMNS, Query, matches, parse_since, row, safe
 
+Record = dict[str, object]
 WIDTHS = (19, 14, 18, 8, 12, 32, 6)  # every column but the last, when following
-Records = Iterable[dict[str, object]]
 
 
 def add_commands(sub: Subparsers) -> None:
@@ -76,8 +76,8 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def show(args: argparse.Namespace, wait: auditread.Wait | None = None) -> int:
-    """`turret audit`: print the matching records; with `--follow`, then each new one (`wait`
-    paces the polls of a followed file)."""
+    """`turret audit`: print the last matching records; with `--follow`, then each new one
+    (`wait` paces the polls of a followed file)."""
     try:
         since = None if args.since is None else parse_since(args.since, time.time())
     except ValueError as exc:
@@ -85,19 +85,11 @@ def show(args: argparse.Namespace, wait: auditread.Wait | None = None) -> int:
     query = Query(args.agent, args.service, args.capability, args.decision, args.event, since)
     last = args.lines if args.lines > 0 else None
     try:
-        records = _records(args, query, last, args.follow, wait)
-        if args.follow:
-            _print_followed(records, query, args.json)
-        else:
-            chosen = [r for r in records if matches(r, query)]
-            _print_all(chosen[-last:] if last else chosen, args)
-    except FileNotFoundError as exc:
-        if args.file is None:
-            return _fail(args, "journalctl is not installed: read a file with --file",
-                         EX_UNAVAILABLE)
-        return _fail(args, f"{safe(exc.filename)}: no such file", EX_FAILED)
+        existing, later = _sources(args, query, last, wait)
+        chosen = [r for r in existing if matches(r, query)]
+        _print(chosen[-last:] if last else chosen, later, query, args)
     except OSError as exc:
-        return _fail(args, safe(str(exc), 300), EX_FAILED)
+        return _unreadable(args, exc)
     except KeyboardInterrupt:
         pass
     return EX_OK
@@ -116,49 +108,55 @@ def verify_command(args: argparse.Namespace) -> int:
         return _fail(args, safe(str(exc), 300), EX_FAILED)
     query = Query(since=since)
     try:
-        records = (r for r in _records(args, query, None, False, None) if matches(r, query))
-        verdict = verify(key, records, anchored=since is not None, head=head)
-    except FileNotFoundError as exc:
         if args.file is None:
-            return _fail(args, "journalctl is not installed: verify a file with --file",
-                         EX_UNAVAILABLE)
-        return _fail(args, f"{safe(exc.filename)}: no such file", EX_FAILED)
+            argv = auditread.journal_argv({}, since, None, False, args.unit)
+            source = auditread.read_journal(argv)
+        else:
+            source = auditread.read_file(args.file)
+        records = (r for r in source if matches(r, query))
+        verdict = verify(key, records, anchored=since is not None, head=head)
     except OSError as exc:
-        return _fail(args, safe(str(exc), 300), EX_FAILED)
+        return _unreadable(args, exc)
     print(json.dumps(_verdict_doc(verdict, head)) if args.json else _verdict_text(verdict))
     return EX_FAILED if verdict.problem is not None else EX_OK
 
 
-def _records(
-    args: argparse.Namespace, query: Query, last: int | None, follow: bool,
-    wait: auditread.Wait | None,
-) -> Iterator[dict[str, object]]:
+def _sources(
+    args: argparse.Namespace, query: Query, last: int | None, wait: auditread.Wait | None
+) -> tuple[list[Record], Iterator[Record]]:
+    """The records there are now, and the ones written later (when following)."""
     if args.file is None:
-        argv = auditread.journal_argv(query.fields(), query.since, last, follow, args.unit)
-        return auditread.read_journal(argv)
-    if follow:
-        return auditread.follow_file(args.file, None, wait or auditread.poll())
-    return auditread.read_file(args.file)
+        argv = auditread.journal_argv(query.fields(), query.since, last, args.follow, args.unit)
+        if args.follow:  # journalctl prints the last records, then follows
+            return [], auditread.read_journal(argv)
+        return list(auditread.read_journal(argv)), iter([])
+    if args.follow:
+        return auditread.follow_file(args.file, wait or auditread.poll())
+    return list(auditread.read_file(args.file)), iter([])
 
 
-def _print_all(records: list[dict[str, object]], args: argparse.Namespace) -> None:
+def _print(
+    records: list[Record], later: Iterator[Record], query: Query,
+    args: argparse.Namespace,
+) -> None:
+    """The records as a table (columns as wide as their widest cell) or JSON lines; then, when
+    following, each later record that matches, in fixed columns (later rows cannot widen them)."""
     if args.json:
         for record in records:
             print(_json_line(record))
+    elif args.follow:
+        print(_fixed(COLUMNS))
+        for record in records:
+            print(_fixed(row(record)))
     elif records:
         print(table([COLUMNS, *(row(r) for r in records)]))
-
-
-def _print_followed(records: Records, query: Query, as_json: bool) -> None:
-    """Each matching record as it comes, in fixed columns (later rows cannot widen them)."""
-    if not as_json:
-        print(_fixed(COLUMNS), flush=True)
-    for record in records:
+    sys.stdout.flush()
+    for record in later:
         if matches(record, query):
-            print(_json_line(record) if as_json else _fixed(row(record)), flush=True)
+            print(_json_line(record) if args.json else _fixed(row(record)), flush=True)
 
 
-def _json_line(record: dict[str, object]) -> str:
+def _json_line(record: Record) -> str:
     # ensure_ascii: control characters and any non-ASCII reach the terminal as \u escapes
     return json.dumps(record, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
@@ -196,6 +194,15 @@ def _verdict_doc(v: Verdict, head: Head | None) -> dict[str, Any]:
             "index": problem.index, "seq": problem.seq, "detail": problem.detail,
         },
     }
+
+
+def _unreadable(args: argparse.Namespace, exc: OSError) -> int:
+    """No journalctl (69, as Turret unreachable), or the file or journal cannot be read (1)."""
+    if isinstance(exc, FileNotFoundError) and args.file is None:
+        return _fail(args, "journalctl is not installed: read a file with --file", EX_UNAVAILABLE)
+    if isinstance(exc, FileNotFoundError):
+        return _fail(args, f"{safe(exc.filename)}: no such file", EX_FAILED)
+    return _fail(args, safe(str(exc), 300), EX_FAILED)
 
 
 def _fail(args: argparse.Namespace, message: str, status: int) -> int:
