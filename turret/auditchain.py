@@ -202,7 +202,8 @@ def _check(
     last = verdict.last
     if PREV_SEQ in record:
         problem = _check_link(
-            key, record, seq=seq, chain=chain, last=last, recent=recent, anchored=anchored
+            key, record, seq=seq, chain=chain, last=last, first=verdict.first, recent=recent,
+            anchored=anchored,
         )
         if problem is not None:
             return problem
@@ -228,7 +229,7 @@ def _check(
 
 
 def _check_link(
-    key: bytes, record: Record, *, seq: int, chain: str, last: Head | None,
+    key: bytes, record: Record, *, seq: int, chain: str, last: Head | None, first: Head | None,
     recent: Mapping[int, str], anchored: bool,
 ) -> str | None:
     """A run's first record: it verifies from its own link, and the link goes back no further
@@ -249,6 +250,8 @@ def _check_link(
             f"seq {seq} resumes from seq {prev_seq} but follows seq {last.seq}: "
             "records deleted, reordered or inserted"
         )
+    if prev_seq not in recent and anchored and first is not None and prev_seq < first.seq:
+        return None  # a window that begins inside a crash window: its link lies before it
     if prev_seq not in recent or not hmac.compare_digest(recent[prev_seq], prev):
         return f"seq {seq} resumes from a seq {prev_seq} that is not the one in the records"
     return None

@@ -312,6 +312,19 @@ def test_chain_a_window_verifies_from_its_first_record_when_anchored(trail: Trai
     assert "does not verify" in problem_of(tampered, anchored=True)
 
 
+def test_chain_a_window_starting_inside_a_crash_window_verifies_when_anchored(
+    trail: Trail,
+) -> None:
+    trail.run(6, clean=False)  # head persisted at seq 5; seq 6 and 7 in the crash window
+    trail.run(2)
+    window = copy.deepcopy(trail.records[6:])  # from seq 7 on: the link (5) lies before it
+    assert verify(KEY, window, anchored=True).problem is None
+    window[0]["MESSAGE"] = "x"  # the anchor itself is taken as given...
+    assert verify(KEY, window, anchored=True).problem is None
+    window[1]["TURRET_CHAIN_PREV_SEQ"] = "4"  # ...but the resumed record is not
+    assert "does not verify" in problem_of(window, anchored=True)
+
+
 def test_chain_no_records_is_not_a_pass(trail: Trail) -> None:
     assert problem_of([]) == "no records"
     assert verify(KEY, [], anchored=True).problem is None
