@@ -190,3 +190,16 @@ async def test_serve_head_without_a_chain_is_refused(
     assert status == 1 and "audit.chain_key is not configured" in err
     assert await turret.stop() == 0
     assert "TURRET_SEQ" not in turret.audit_file.read_text()
+
+
+async def test_serve_hostile_request_values_reach_turret_audit_escaped(turret: Process) -> None:
+    await turret.start()
+    hostile = "/%1b%5b2J%1b%5d0;owned%07%e2%80%ae%c2%9b31m%0d%0aFAKE"
+    assert 400 <= await turret.request(hostile) < 500
+    assert await turret.stop() == 0
+    status, out, _ = await turret.cli("audit", "--file", str(turret.audit_file), "-n", "0")
+    assert status == 0
+    assert all(c == "\n" or (c.isprintable() and c not in "\u202e\x9b") for c in out), repr(out)
+    assert "FAKE" in out and not any(line.startswith("FAKE") for line in out.splitlines())
+    status, out, _ = await turret.verify()
+    assert status == 0
