@@ -205,7 +205,8 @@ rec {
         agent: a: ref [ "agents" agent "token_credential" ] (a.token_credential or null)
       ) (settings.agents or { })
     )
-    ++ ref [ "audit" "params_key" ] ((settings.audit or { }).params_key or null);
+    ++ ref [ "audit" "params_key" ] ((settings.audit or { }).params_key or null)
+    ++ ref [ "audit" "chain_key" ] ((settings.audit or { }).chain_key or null);
 
   /** Grants that name a service `settings` does not define: `{ option; service; }` each. */
   unknownGrantServices =

@@ -48,6 +48,7 @@ CREDENTIAL_NAMES = (
     "ntfy-token",
     "ha-token",
     "params-key",
+    "chain-key",
 )
 
 

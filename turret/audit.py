@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from turret.auditchain import ChainWriter
 from turret.errors import AuditUnavailable
 from turret.records import INFO, Event, Fields, clean
 
@@ -69,6 +70,7 @@ class Auditor:
 
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
+        self.chain: ChainWriter | None = None  # numbers and links records (`turret.auditseal`)
 
     @property
     def sink_kind(self) -> str:
@@ -81,6 +83,9 @@ class Auditor:
             if value is not None:
                 out[key] = clean(value)
         try:
-            self._sink.write(clean(message), out)
+            if self.chain is None:
+                self._sink.write(clean(message), out)
+            else:
+                self.chain.write(clean(message), out, self._sink.write)
         except (OSError, ValueError) as exc:
             raise AuditUnavailable(f"audit record could not be written: {exc}") from exc

@@ -245,4 +245,5 @@ def credential_uses(config: Config) -> Uses:
     """Every credential name `config` references, mapped to how it is used."""
     agents = {a.token_credential: "value" for a in config.agents.values() if a.token_credential}
     key = {config.params_key: "value"} if config.params_key else {}
-    return merge_uses(*(s.auth.uses() for s in config.services.values()), agents, key)
+    chain = {config.chain_key: "value"} if config.chain_key else {}
+    return merge_uses(*(s.auth.uses() for s in config.services.values()), agents, key, chain)

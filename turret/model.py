@@ -135,6 +135,7 @@ class Config:
     heartbeat: HeartbeatSettings | None = None  # the dead-man switch (turret.deadman)
     checkin: CheckinSettings | None = None
     opa: OpaSettings | None = None  # `policy.opa`: the external policy decision
+    chain_key: str | None = None  # `audit.chain_key`: credential keying the audit chain
 
 
 

@@ -46,6 +46,9 @@ class Event(enum.Enum):
     # the dead-man switch (turret.deadman)
     HEARTBEAT_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e60"
     HEARTBEAT_RECOVERED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e61"
+    # the tamper-evident audit chain (turret.auditchain): its first record, and each restart's
+    CHAIN_STARTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e70"
+    CHAIN_RESUMED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e71"
 
     @property
     def label(self) -> str:

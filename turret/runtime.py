@@ -37,6 +37,7 @@ class Runtime:
     params_key: bytes = PROCESS_PARAMS_KEY
     # The loaded credentials by name, for their keyed fingerprints (`turret.credwatch`) only.
     secrets: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    chain_key: bytes | None = None  # `audit.chain_key`: the audit chain's HMAC key
 
     def __repr__(self) -> str:
         return f"Runtime(agents={len(self.config.agents)}, services={len(self.config.services)})"

@@ -24,6 +24,7 @@ from aiohttp import web
 from turret import __version__, deadman
 from turret.admin import Facts
 from turret.audit import Auditor
+from turret.auditseal import start_chain, stop_chain
 from turret.config import read_config
 from turret.counters import RequestCounters
 from turret.credwatch import KeyAge, unwrap
@@ -99,8 +100,10 @@ async def serve(options: ServeOptions, auditor: Auditor) -> None:
         runtime = load(options)
         state = open_state(options)
         try:
+            start_chain(auditor, runtime.chain_key, state)
             await Gateway(options, auditor, RuntimeHolder(runtime), state).run(signals)
         finally:
+            stop_chain(auditor, state)
             if state is not None:
                 state.close()
 

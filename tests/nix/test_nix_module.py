@@ -234,6 +234,7 @@ def test_module_rejects_a_credential_nobody_provides(evaluate: ModuleEval) -> No
             "services.turret.settings.services.qbit.auth.login.password.credential",
         ),
         ('audit.params_key = "qbit-password";', "services.turret.settings.audit.params_key"),
+        ('audit.chain_key = "qbit-password";', "services.turret.settings.audit.chain_key"),
     ],
 )
 def test_module_finds_login_and_audit_credentials(

@@ -392,7 +392,7 @@ def read_audit(ck: Checker, value: Any) -> str | None:
     """`audit: {params_key: CREDENTIAL}`: the key for the audit trail's parameter hashes."""
     if value is None:
         return None
-    spec = ck.mapping("audit", value, set(), {"params_key"})
+    spec = ck.mapping("audit", value, set(), {"params_key", "chain_key"})
     if spec is None or "params_key" not in spec:
         return None
     return ck.string(join("audit", "params_key"), spec["params_key"], base.CREDENTIAL_NAME)

@@ -17,6 +17,7 @@ from turret.config import capabilities as capability_settings
 from turret.config import credpolicy
 from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
+from turret.config.auditchain import read_chain_key
 from turret.config.checker import Checker
 from turret.config.heartbeat import read_deadman
 from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
@@ -117,11 +118,13 @@ class _ConfigReader(Checker):
             for n, a in agents.items()
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
+        chain_key = read_chain_key(self, top.get("audit"))
         admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
         heartbeat, checkin = read_deadman(self, top)
         config = Config(
             listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
             heartbeat=heartbeat, checkin=checkin, opa=read_policy(self, top.get("policy")),
+            chain_key=chain_key,
         )  # fmt: skip
         return credpolicy.with_policy(self, top, config)
 

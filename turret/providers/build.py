@@ -33,7 +33,10 @@ def build_runtime(
     key = secrets[config.params_key].reveal().encode() if config.params_key else PROCESS_PARAMS_KEY
     for agent in config.agents.values():
         _ = agent.proxy_index  # built here, at load, rather than by an agent's first request
-    return Runtime(config, tokens, providers, Redactor(guarded), key, secrets=secrets)
+    chain_key = secrets[config.chain_key].reveal().encode() if config.chain_key else None
+    return Runtime(
+        config, tokens, providers, Redactor(guarded), key, secrets=secrets, chain_key=chain_key
+    )
 
 
 def providers_for(
