@@ -211,3 +211,10 @@ class Sealed(ServiceUnavailable):
 
 class GatewayTimeout(RequestError):
     status, code = 504, "upstream_timeout"
+
+
+class Conflict(RequestError):
+    """An operator's command on something no longer in the state it needs (an approval already
+    decided, or expired)."""
+
+    status, code = 409, "conflict"

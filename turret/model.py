@@ -115,6 +115,24 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class ApprovalRule:
+    """A grant's `approval:`: `required` (`when` is None) or only for calls whose parameters
+    meet every constraint of `when` (a parameter the call lacks counts as met: fail closed)."""
+
+    when: tuple[tuple[str, Constraint], ...] | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    """The config's `approvals:`: how long a request waits for a person, and the capability
+    Turret calls (as itself, with `notify_params` and a `message`) to tell the operator."""
+
+    ttl: float = 900.0
+    notify: str | None = None
+    notify_params: tuple[tuple[str, ParamValue], ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...]
     credentials_dir: str | None
@@ -126,6 +144,7 @@ class Config:
     limits: ServerLimits = field(default_factory=ServerLimits)
     admin: AdminSettings = field(default_factory=AdminSettings)
     digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
 
 
 
@@ -246,6 +265,7 @@ class CapabilityGrant:
     name: str
     params: tuple[tuple[str, Constraint], ...]
     rule: str  # the dotted config path of this grant
+    approval: ApprovalRule | None = None  # calls it allows wait for a person (turret.approval)
 
 
 @dataclass(frozen=True)
@@ -328,3 +348,4 @@ class UpstreamResponse:
     headers: CIMultiDict[str]
     body: bytes
     redactions: int
+

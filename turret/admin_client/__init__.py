@@ -4,10 +4,11 @@ they share: the request, the exit statuses (0, 1 failed, 2 usage, 69 Turret not 
 
 from __future__ import annotations
 
-from turret.admin_client import control
+from turret.admin_client import approvals, control
 from turret.admin_client.base import Subparsers
 
 
 def add_commands(sub: Subparsers) -> None:
     """Add every operator command to the `turret` parser."""
     control.add_commands(sub)
+    approvals.add_commands(sub)

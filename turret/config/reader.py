@@ -16,6 +16,7 @@ from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
+from turret.config.approvals import read_approvals
 from turret.config.checker import Checker
 from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
 from turret.config.proxy import read_proxy_grant
@@ -85,6 +86,7 @@ class _ConfigReader(Checker):
                 "audit",
                 "limits",
                 "admin",
+                "approvals",
             },
         )
         if top is None:
@@ -111,7 +113,8 @@ class _ConfigReader(Checker):
         params_key = capability_settings.read_audit(self, top.get("audit"))
         admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
         return Config(
-            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin
+            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
+            approvals=read_approvals(self, top.get("approvals", {}), caps),
         )
 
     def listen(self, path: str, value: Any) -> str | None:

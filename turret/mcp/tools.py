@@ -31,6 +31,7 @@ class Features:
     http: bool = True
     explain: bool = True
     http_max_body: int = 64 * 1024
+    approval_wait: float = 900.0  # seconds a call held for approval is waited for
 
 
 class BadArguments(ValueError):

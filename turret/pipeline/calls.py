@@ -20,6 +20,7 @@ from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object, searcha
 from turret.errors import BadRequest, Forbidden, NotFound, RequestError, UnprocessableEntity
 from turret.model import JSON, METHODS, Agent, Capability, CapabilityAction, Params, ProxyAction
 from turret.paths import canonical_path
+from turret.pipeline.approvals import hold
 from turret.pipeline.proxy import proxy_reason
 from turret.pipeline.request import (
     Context,
@@ -31,7 +32,14 @@ from turret.pipeline.request import (
     begin,
     refuse_secret_body,
 )
-from turret.policy import Decision, capability_grants, decide, decide_capability, denied_by_name
+from turret.policy import (
+    Decision,
+    Result,
+    capability_grants,
+    decide,
+    decide_capability,
+    denied_by_name,
+)
 from turret.principal import Principal
 from turret.runtime import Runtime
 
@@ -81,7 +89,8 @@ async def call(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
     except RequestError as exc:
         audit.refused(exc)
         raise
-    if not decision.allowed:
+    held = decision.result is Result.APPROVAL
+    if not decision.allowed and not held:
         audit.decision(decision, 403)
         raise Forbidden(decision.reason)  # built from the config: names, rules, constraints
     try:
@@ -89,11 +98,20 @@ async def call(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
     except RequestError as exc:
         audit.refused(exc)
         raise
+    if held:
+        return await hold(flow, principal, CapabilityAction(capability, params), decision, io)
     audit.decision(decision)
-    runtime = flow.runtime
+    return await perform(flow, principal, capability, params, io)
+
+
+async def perform(
+    flow: Flow, principal: Principal, capability: Capability, params: Params, io: Exchange
+) -> Reply:
+    """Send a decided, recorded call and answer with its result; the outcome is recorded."""
+    runtime, audit = flow.runtime, flow.audit
     service = runtime.config.services[capability.service]
     try:
-        with ctx.limiter.slot(principal.name, principal.agent.limits, spend=False):
+        with flow.ctx.limiter.slot(principal.name, principal.agent.limits, spend=False):
             out = outbound_for(capability, params, service)
             response = await io.forward(runtime, service, out)
             done = call_result(capability, out, response, runtime.redactor)

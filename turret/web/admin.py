@@ -31,6 +31,7 @@ from turret.records import NOTICE, WARNING, Event
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
 from turret.state import StateStore, by_uid
+from turret.web import admin_approvals
 from turret.web.middleware import Handler, error_response, no_version_banner
 
 log = logging.getLogger("turret")
@@ -71,6 +72,7 @@ def create_admin_app(view: AdminView, own_uid: int | None = None) -> web.Applica
     app.router.add_post("/v1/admin/killswitch", _killswitch)
     app.router.add_get("/v1/admin/tokens", _tokens)
     app.router.add_post("/v1/admin/tokens/{token}/revoke", _revoke_token)
+    admin_approvals.add_routes(app, view)
     return app
 
 
