@@ -164,6 +164,16 @@ class Desk:
         )
         return resp.status, await resp.json()
 
+    async def mint(self, agent: str = "ops/alice") -> tuple[str, str]:
+        """A token derived from `agent`'s (watched by the leak check) and its id."""
+        assert self.gw is not None
+        body = {"ttl": "1h", "capabilities": [CLOSE]}
+        resp = await self.gw.client.post("/v1/tokens", json=body, headers=self.headers(agent))
+        doc = await resp.json()
+        assert resp.status == 201, doc
+        self.creds.tokens.append(doc["token"])
+        return doc["token"], doc["id"]
+
     async def admin(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         """A request on the admin socket: status and JSON."""
         async with (
