@@ -19,7 +19,7 @@ import mcp_types as types
 from turret.mcp.client import Answer, TurretClient
 from turret.mcp.tools import capability_result, error_result, refusal
 
-POLL_WAIT = 25  # seconds per read: under the client's 60 s timeout for one request
+POLL_WAIT = 5  # seconds per read, and between progress reports
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
