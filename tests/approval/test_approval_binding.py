@@ -10,6 +10,7 @@ from tests.approval.test_approval_flow import held
 from tests.capabilities.conftest import capability_config
 from turret import admin
 from turret.config import load_config
+from turret.pipeline.approvals import KEEP_SETTLED, prune_approvals
 from turret.providers.build import build_runtime
 from turret.web.keys import CONTEXT
 
@@ -186,3 +187,18 @@ async def test_approval_without_notify_settings_still_holds(desk: Desk) -> None:
     assert desk.fakes.requests("ntfy") == []
     assert (await desk.read(approval_id))[1]["approval"]["status"] == "pending"
     assert CLOSE in (await desk.cli("approvals"))[1]
+
+
+async def test_approval_pruner_expires_and_forgets(desk: Desk) -> None:
+    assert desk.gw is not None and desk.state is not None
+    ctx = desk.gw.client.app[CONTEXT]
+    approval_id = await held(desk)
+    desk.clock.offset = TTL
+    prune_approvals(ctx)
+    [expired] = desk.audit("approval_expired")
+    assert expired["TURRET_APPROVAL_ID"] == approval_id
+    assert desk.state.approvals.get(approval_id) is not None  # listed a while longer
+    desk.clock.offset = TTL + KEEP_SETTLED
+    prune_approvals(ctx)
+    assert desk.state.approvals.get(approval_id) is None
+    assert len(desk.audit("approval_expired")) == 1

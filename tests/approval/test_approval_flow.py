@@ -133,3 +133,31 @@ async def test_approval_wait_must_be_whole_seconds(desk: Desk, bad: str) -> None
     approval_id = await held(desk)
     status, doc = await desk.read(approval_id, wait=bad)
     assert status == 400 and doc["error"]["code"] == "bad_request"
+
+
+async def test_approval_concurrent_reads_perform_the_call_once(desk: Desk) -> None:
+    approval_id = await held(desk)
+    assert (await desk.approve(approval_id))[0] == 200
+    answers = await asyncio.gather(*(desk.read(approval_id, wait=10) for _ in range(4)))
+    assert desk.upstream("gitea") == 1
+    for status, doc in answers:
+        assert status == 200 and doc["approval"]["status"] == "done", doc
+        assert doc["result"] == {"number": 7, "state": "closed"}
+    assert len(desk.audit("approval_executed")) == 1
+
+
+async def test_approval_explain_says_a_call_needs_approval(desk: Desk) -> None:
+    assert desk.gw is not None
+    body = {"capability": CLOSE, "params": {"repo": "infra", "index": 7}}
+    resp = await desk.gw.client.post("/v1/explain", json=body, headers=desk.headers())
+    decision = (await resp.json())["decision"]
+    assert decision["allowed"] is False and decision["approval_required"] is True
+    assert not desk.audit("approval_requested") and desk.upstream("gitea") == 0
+
+
+async def test_approval_cannot_be_set_in_a_derived_tokens_scope(desk: Desk) -> None:
+    assert desk.gw is not None
+    body = {"ttl": "1h", "capabilities": [{"name": "git.close_issue", "approval": "required"}]}
+    resp = await desk.gw.client.post("/v1/tokens", json=body, headers=desk.headers("opencode"))
+    doc = await resp.json()
+    assert resp.status == 422 and "approval" in doc["error"]["message"]

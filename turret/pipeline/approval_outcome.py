@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from turret.approval import (
     APPROVAL_ID,
+    MAX_WAIT,
     Outcome,
     agent_doc,
     call_hash,
@@ -84,7 +85,7 @@ def _owned(flow: Flow, principal: Principal, raw_id: str) -> Approval:
 
 
 async def _waited(flow: Flow, approval: Approval, wait: float) -> Approval:
-    """The approval once it is no longer pending, or as it is after `wait` seconds."""
+    """The approval once it is settled, or as it is after `wait` seconds."""
     state = _store(flow)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -93,10 +94,18 @@ async def _waited(flow: Flow, approval: Approval, wait: float) -> Approval:
             expire_due(state, flow.ctx.auditor, flow.ctx.wall())
         approval = state.approvals.get(approval.id) or approval
         left = deadline - loop.time()
-        if approval.status != "pending" or left <= 0:
+        if not _unsettled(flow, approval) or left <= 0:
             return approval
         # A decision comes from another app (the admin socket) through the store: looked for.
         await asyncio.sleep(min(POLL_EVERY, left))
+
+
+def _unsettled(flow: Flow, approval: Approval) -> bool:
+    """Pending, or being performed by another request (claimed, its answer not in yet)."""
+    if approval.status == "pending":
+        return True
+    performing = approval.status == "executed" and approval.result_status is None
+    return performing and flow.ctx.outcomes.get(approval.id) is None
 
 
 def _store(flow: Flow) -> StateStore:
@@ -130,8 +139,9 @@ async def _perform(flow: Flow, principal: Principal, approval: Approval, io: Exc
     state, now = _store(flow), flow.ctx.wall()
     if not await asyncio.to_thread(state.approvals.mark_executed, approval.id,
                                    approval.call_hash, now):  # fmt: skip
-        # Another request claimed it first, or its time ran out: answered as it stands now.
-        return _answer(flow, state.approvals.get(approval.id) or approval)
+        # Another request claimed it first (answered once that one has its answer), or its
+        # time ran out.
+        return _answer(flow, await _waited(flow, approval, float(MAX_WAIT)))
     try:
         reply = await perform(flow, principal, capability, params, io)
     except RequestError as exc:

@@ -119,11 +119,11 @@ def expire_due(state: StateStore, auditor: Recorder, now: float) -> list[str]:
 KEEP_SETTLED = 7 * 86400.0  # seconds a decided, expired or performed approval stays listed
 
 
-async def prune_approvals(ctx: Context) -> None:
-    """Expire what is due (audited, on the loop: records are written from it) and forget
-    approvals settled a week ago (off the loop)."""
+def prune_approvals(ctx: Context) -> None:
+    """Expire what is due (audited) and forget approvals settled a week ago: two indexed
+    statements every few minutes, on the loop, where the records are written from."""
     if ctx.state is None:
         return
     now = ctx.wall()
     expire_due(ctx.state, ctx.auditor, now)
-    await asyncio.to_thread(ctx.state.approvals.prune, now - KEEP_SETTLED)
+    ctx.state.approvals.prune(now - KEEP_SETTLED)

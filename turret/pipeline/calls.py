@@ -150,6 +150,7 @@ async def explain(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         "reason": reason,
         "rule": decision.rule,
         "report_only": decision.would_deny,
+        "approval_required": decision.result is Result.APPROVAL,
     }
     return Reply(200, {"ok": True, "decision": answer})
 

@@ -96,7 +96,7 @@ async def _token_pruner(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await prune_expired(app[CONTEXT])
-                await prune_approvals(app[CONTEXT])
+                prune_approvals(app[CONTEXT])
             except AuditUnavailable:
                 log.exception("token_expired records lost; the tokens stay until the next try")
             await asyncio.sleep(PRUNE_EVERY)
