@@ -14,8 +14,8 @@ from turret.approval import APPROVAL_ID
 
 def add_commands(sub: Subparsers) -> None:
     """Add `approvals`, `approve` and `deny` to the `turret` parser."""
-    add_parser(sub, "approvals", "list calls waiting for approval (the exact call)", call_for,
-               render)  # fmt: skip
+    listing = "list calls waiting for approval (the exact call)"
+    add_parser(sub, "approvals", listing, call_for, render)
     for name, help_text in {
         "approve": "approve the call held as ID (the agent's next read performs it, once)",
         "deny": "deny the call held as ID (it is never performed)",
@@ -42,9 +42,7 @@ def render(command: str, doc: Any) -> str:
         a = doc["approval"]
         return f"{a['id']}: {a['status']} ({a['agent']} {a['capability']})"
     rows = [("ID", "AGENT", "CAPABILITY", "EXPIRES", "PARAMS")]
-    rows += [
-        (a["id"], a["agent"], a["capability"], a["expires_at"],
-         json.dumps(a["params"], sort_keys=True))
-        for a in doc["approvals"]
-    ]  # fmt: skip
+    for a in doc["approvals"]:
+        params = json.dumps(a["params"], sort_keys=True)
+        rows.append((a["id"], a["agent"], a["capability"], a["expires_at"], params))
     return table(rows) if len(rows) > 1 else "no approvals pending"

@@ -49,8 +49,9 @@ POLL_EVERY = 0.2  # seconds between looks at the store while a request waits
 _NO_SUCH = "no such approval"
 
 
-async def read(ctx: Context, incoming: Incoming, raw_id: str, raw_wait: str | None,
-               io: Exchange) -> Reply:  # fmt: skip
+async def read(
+    ctx: Context, incoming: Incoming, io: Exchange, *, raw_id: str, raw_wait: str | None
+) -> Reply:
     """The approval's status, waiting up to `?wait=` seconds while it is pending; an approved
     call is performed now and its result answered."""
     shown = raw_id if APPROVAL_ID.fullmatch(raw_id) else "-"
@@ -137,8 +138,8 @@ async def _perform(flow: Flow, principal: Principal, approval: Approval, io: Exc
         raise
     flow.audit.decision(Decision(Result.ALLOW, f"approved: {decision.reason}", decision.rule))
     state, now = _store(flow), flow.ctx.wall()
-    if not await asyncio.to_thread(state.approvals.mark_executed, approval.id,
-                                   approval.call_hash, now):  # fmt: skip
+    claim = state.approvals.mark_executed
+    if not await asyncio.to_thread(claim, approval.id, approval.call_hash, now):
         # Another request claimed it first (answered once that one has its answer), or its
         # time ran out.
         return _answer(flow, await _waited(flow, approval, float(MAX_WAIT)))

@@ -17,6 +17,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from aiohttp import web
@@ -82,9 +83,10 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
         raise BadRequest("no peer credentials")
     state, now = _store(request)
     decided = await asyncio.to_thread(
-        state.approvals.decide, approval_id, approve=approve, approver_uid=creds.uid, at=now,
-        reason=reason,
-    )  # fmt: skip
+        partial(state.approvals.decide, approve=approve, approver_uid=creds.uid, reason=reason),
+        approval_id,
+        at=now,
+    )
     if decided is None:
         found = state.approvals.get(approval_id)
         if found is None:

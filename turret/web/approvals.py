@@ -16,9 +16,9 @@ async def handle_read(request: web.Request) -> web.Response:
     reply = await approval_outcome.read(
         request.app[CONTEXT],
         incoming(request),
-        raw_id,
-        request.query.get("wait"),
         AiohttpExchange(request),
+        raw_id=raw_id,
+        raw_wait=request.query.get("wait"),
     )
     return respond(reply)
 
