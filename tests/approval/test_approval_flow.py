@@ -161,3 +161,17 @@ async def test_approval_cannot_be_set_in_a_derived_tokens_scope(desk: Desk) -> N
     resp = await desk.gw.client.post("/v1/tokens", json=body, headers=desk.headers("opencode"))
     doc = await resp.json()
     assert resp.status == 422 and "approval" in doc["error"]["message"]
+
+
+async def test_approval_listing_says_which_capabilities_wait(desk: Desk) -> None:
+    assert desk.gw is not None
+
+    async def listing(agent: str) -> dict[str, dict[str, object]]:
+        resp = await desk.gw.client.get("/v1/capabilities", headers=desk.headers(agent))  # type: ignore[union-attr]
+        return {c["name"]: c for c in (await resp.json())["capabilities"]}
+
+    alice = await listing("ops/alice")
+    assert alice[CLOSE]["approval"] == "required"
+    assert alice["push.note"]["approval"] == "conditional"
+    assert "approval" not in alice["pve.pct_status"]
+    assert "approval" not in (await listing("opencode"))[CLOSE]

@@ -73,6 +73,8 @@ async def test_mcp_waits_for_approval_with_progress_then_returns_the_result(
         progressed.set()
 
     async with Client(bridge(desk, rec), cache=None) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert "waits for a person's approval" in (tools["git__close_issue"].description or "")
         result: list[Any] = []
 
         async def call() -> None:

@@ -24,7 +24,7 @@ from turret.capabilities.engine import call_result, outbound_for
 from turret.capabilities.schema import validate_params
 from turret.config.approvals import MESSAGE_PARAM
 from turret.errors import RequestError, ServiceUnavailable
-from turret.model import CapabilityAction
+from turret.model import CapabilityAction, CapabilityGrant
 from turret.pipeline.request import Context, Exchange, Flow, Reply
 from turret.policy import Decision
 from turret.principal import Principal
@@ -33,6 +33,15 @@ from turret.tokens import rfc3339
 
 if TYPE_CHECKING:
     from turret.state import Approval, StateStore
+
+
+def approval_of(grants: list[CapabilityGrant]) -> str | None:
+    """What a listing says of a capability's approval: `required` (every call waits for a
+    person), `conditional` (some calls may), or None."""
+    rules = [g.approval for g in grants]
+    if rules and all(r is not None and r.when is None for r in rules):
+        return "required"
+    return "conditional" if any(r is not None for r in rules) else None
 
 
 async def hold(

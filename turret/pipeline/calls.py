@@ -20,7 +20,7 @@ from turret.capabilities.strictjson import MAX_BODY_BYTES, parse_object, searcha
 from turret.errors import BadRequest, Forbidden, NotFound, RequestError, UnprocessableEntity
 from turret.model import JSON, METHODS, Agent, Capability, CapabilityAction, Params, ProxyAction
 from turret.paths import canonical_path
-from turret.pipeline.approvals import hold
+from turret.pipeline.approvals import approval_of, hold
 from turret.pipeline.proxy import proxy_reason
 from turret.pipeline.request import (
     Context,
@@ -55,14 +55,16 @@ def visible(agent: Agent, capabilities: dict[str, Capability]) -> list[dict[str,
         if not grants or denied_by_name(agent, name):
             continue
         schema = capability_schema(cap, [dict(g.params) for g in grants])
-        out.append(
-            {
-                "name": name,
-                "description": cap.description,
-                "service": cap.service,
-                "parameters": schema,
-            }
-        )
+        entry = {
+            "name": name,
+            "description": cap.description,
+            "service": cap.service,
+            "parameters": schema,
+        }
+        approval = approval_of(grants)
+        if approval is not None:
+            entry["approval"] = approval
+        out.append(entry)
     return out
 
 
