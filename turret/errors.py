@@ -223,3 +223,10 @@ class PolicyDenied(Forbidden):
     """The external policy (OPA) did not allow what Turret's own policy allowed."""
 
     code = "policy_denied"
+
+
+class Conflict(RequestError):
+    """An operator's command on something no longer in the state it needs (an approval already
+    decided, or expired)."""
+
+    status, code = 409, "conflict"

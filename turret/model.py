@@ -119,6 +119,24 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class ApprovalRule:
+    """A grant's `approval:`: `required` (`when` is None) or only for calls whose parameters
+    meet every constraint of `when` (a parameter the call lacks counts as met: fail closed)."""
+
+    when: tuple[tuple[str, Constraint], ...] | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    """The config's `approvals:`: how long a request waits for a person, and the capability
+    Turret calls (as itself, with `notify_params` and a `message`) to tell the operator."""
+
+    ttl: float = 900.0
+    notify: str | None = None
+    notify_params: tuple[tuple[str, ParamValue], ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[str, ...]
     credentials_dir: str | None
@@ -136,6 +154,7 @@ class Config:
     checkin: CheckinSettings | None = None
     opa: OpaSettings | None = None  # `policy.opa`: the external policy decision
     chain_key: str | None = None  # `audit.chain_key`: credential keying the audit chain
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
 
 
 
@@ -256,6 +275,7 @@ class CapabilityGrant:
     name: str
     params: tuple[tuple[str, Constraint], ...]
     rule: str  # the dotted config path of this grant
+    approval: ApprovalRule | None = None  # calls it allows wait for a person (turret.approval)
 
 
 @dataclass(frozen=True)
@@ -338,3 +358,4 @@ class UpstreamResponse:
     headers: CIMultiDict[str]
     body: bytes
     redactions: int
+

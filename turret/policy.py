@@ -24,6 +24,7 @@ from turret.model import (
     CapabilityAction,
     CapabilityDeny,
     CapabilityGrant,
+    Constraint,
     Params,
     ProxyDeny,
 )
@@ -39,7 +40,7 @@ class Result(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     REPORT = "report"  # report mode: allowed, but enforcement would deny it
-    APPROVAL = "approval"  # held until a person approves it (human approval, a later issue)
+    APPROVAL = "approval"  # held until a person approves it (turret.pipeline.approvals)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def decide(principal: Principal, action: Action, services: Collection[str]) -> D
         return Decision.deny(f"no service {action.service!r}")
     else:
         decision = decide_proxy(principal.agent, action.service, action.method, action.path)
-    if not decision.allowed:
+    if not decision.allowed and decision.result is not Result.APPROVAL:
         return decision
     for restriction in principal.restrictions:
         refusal = restriction.refusal(action)
@@ -116,11 +117,30 @@ def decide_capability(agent: Agent, capability: Capability, params: Params) -> D
             return Decision.deny(f"{name} is denied", rule.rule)
     refusal: Decision | None = None
     for grant in capability_grants(agent, name):
-        problem = _constraint_problem(grant, params)
-        if problem is None:
+        problem = _constraint_problem(grant.params, params)
+        if problem is None and not needs_approval(grant, params):
             return Decision.allow(f"{name} granted", grant.rule)
-        refusal = refusal or Decision.deny(f"{name}: {problem} ({grant.rule})", grant.rule)
+        if problem is None:
+            # Held unless another grant allows it outright: grants add up, whatever their order.
+            held = Decision(Result.APPROVAL, f"{name} granted with approval", grant.rule)
+            refusal = refusal if refusal and refusal.result is Result.APPROVAL else held
+        else:
+            refusal = refusal or Decision.deny(f"{name}: {problem} ({grant.rule})", grant.rule)
+    if refusal is not None and refusal.result is Result.APPROVAL:
+        return refusal
     return _enforced(agent, refusal or Decision.deny(f"no grant allows {name}"))
+
+
+def needs_approval(grant: CapabilityGrant, params: Params) -> bool:
+    """True if a call `grant` allows waits for a person: `approval: required`, or each `when`
+    constraint met (a parameter the call lacks counts as met, so a gap never skips approval)."""
+    if grant.approval is None:
+        return False
+    when = grant.approval.when or ()
+    return all(
+        params.get(pname) is None or constraint_problem(c, params[pname]) is None
+        for pname, c in when
+    )
 
 
 def denied_by_name(agent: Agent, name: str) -> bool:
@@ -135,8 +155,10 @@ def capability_grants(agent: Agent, name: str) -> Iterator[CapabilityGrant]:
             yield grant
 
 
-def _constraint_problem(grant: CapabilityGrant, params: Params) -> str | None:
-    for pname, constraint in grant.params:
+def _constraint_problem(
+    constraints: tuple[tuple[str, Constraint], ...], params: Params
+) -> str | None:
+    for pname, constraint in constraints:
         value = params.get(pname)
         if value is None:
             return f"params.{pname} is required by the grant"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from turret.errors import AuditUnavailable, RequestError
-from turret.policy import Decision
+from turret.policy import Decision, Result
 from turret.ratelimit import Flooded
 from turret.scrub import Scrubber
 
@@ -49,6 +49,14 @@ class Event(enum.Enum):
     # the tamper-evident audit chain (turret.auditchain): its first record, and each restart's
     CHAIN_STARTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e70"
     CHAIN_RESUMED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e71"
+    # human approval (turret.pipeline.approvals, turret.web.admin_approvals)
+    APPROVAL_REQUESTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb0"
+    APPROVAL_GRANTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb1"
+    APPROVAL_DENIED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb2"
+    APPROVAL_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb3"
+    APPROVAL_EXECUTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb4"
+    APPROVAL_NOTIFY_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb5"
+    APPROVAL_REFUSED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb6"
 
     @property
     def label(self) -> str:
@@ -104,13 +112,15 @@ class RequestAudit:
             self.decision(Decision.deny(exc.reason), exc.status)
 
     def decision(self, decision: Decision, status: int | None = None) -> None:
+        label = "allow" if decision.allowed else "deny"
+        if decision.result is Result.APPROVAL:
+            label = "approval"  # held for a person: neither done nor refused yet
         self._record(
             Event.DECISION,
-            f"{self.fields.get('TURRET_AGENT') or '-'}: {'allow' if decision.allowed else 'deny'}"
-            f" - {decision.reason}",
+            f"{self.fields.get('TURRET_AGENT') or '-'}: {label} - {decision.reason}",
             {
                 **self.fields,
-                "TURRET_DECISION": "allow" if decision.allowed else "deny",
+                "TURRET_DECISION": label,
                 "TURRET_REASON": decision.reason,
                 "TURRET_RULE": decision.rule,
                 "TURRET_REPORT": "would-deny" if decision.would_deny else None,

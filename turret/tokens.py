@@ -171,6 +171,9 @@ def parse_request(body: dict[str, Any], config: Config, max_ttl: float) -> MintR
 
 def _read_scope(ck: Checker, source: dict[str, Any], config: Config) -> Scope:
     caps = read_grants(ck, "capabilities", source["capabilities"], config.capabilities)
+    for i, grant in enumerate(caps):
+        if grant.approval is not None:  # a scope only narrows; approval is the config's to ask
+            ck.fail(join(join("capabilities", i), "approval"), "is set in the config only")
     proxy = [
         read_proxy_grant(ck, p, g, config.services) for p, g in ck.items("proxy", source["proxy"])
     ]

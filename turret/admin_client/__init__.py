@@ -4,7 +4,7 @@ they share: the request, the exit statuses (0, 1 failed, 2 usage, 69 Turret not 
 
 from __future__ import annotations
 
-from turret.admin_client import audit, control, keyage, ops
+from turret.admin_client import approvals, audit, control, keyage, ops
 from turret.admin_client.base import Subparsers
 
 
@@ -14,3 +14,4 @@ def add_commands(sub: Subparsers) -> None:
     keyage.add_commands(sub)
     ops.add_commands(sub)
     audit.add_commands(sub)
+    approvals.add_commands(sub)

@@ -18,6 +18,7 @@ from turret.authkinds import Auth, LoginAuth
 from turret.capabilities.catalog import KINDS, catalog_capabilities
 from turret.capabilities.schema import constraint_problem, value_problem
 from turret.capabilities.template import BODY_KINDS, template_problems
+from turret.config.approvals import read_grant_approval
 from turret.config.checker import Checker
 from turret.config.constraints import (
     fits_type,
@@ -272,7 +273,9 @@ def read_grants(
     grants = []
     for p, item in ck.items(path, value if value is not None else []):
         spec = (
-            {"name": item} if isinstance(item, str) else ck.mapping(p, item, {"name"}, {"params"})
+            {"name": item}
+            if isinstance(item, str)
+            else ck.mapping(p, item, {"name"}, {"params", "approval"})
         )
         if spec is None:
             continue
@@ -291,8 +294,11 @@ def read_grants(
                 c = read_grant_constraint(ck, where, body, kind)
                 if c is not None and _one_of_fits(ck, where, pname, c, matched):
                     constraints.append((pname, c))
+        approval = None
+        if "approval" in spec:
+            approval = read_grant_approval(ck, join(p, "approval"), spec["approval"], matched)
         if matched:
-            grants.append(CapabilityGrant(spec["name"], tuple(constraints), p))
+            grants.append(CapabilityGrant(spec["name"], tuple(constraints), p, approval))
     return tuple(grants)
 
 

@@ -17,6 +17,7 @@ from turret.config import capabilities as capability_settings
 from turret.config import credpolicy
 from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
+from turret.config.approvals import read_approvals
 from turret.config.auditchain import read_chain_key
 from turret.config.checker import Checker
 from turret.config.heartbeat import read_deadman
@@ -94,6 +95,7 @@ class _ConfigReader(Checker):
                 "heartbeat",
                 "checkin",
                 "policy",
+                "approvals",
             },
         )
         if top is None:
@@ -124,7 +126,7 @@ class _ConfigReader(Checker):
         config = Config(
             listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
             heartbeat=heartbeat, checkin=checkin, opa=read_policy(self, top.get("policy")),
-            chain_key=chain_key,
+            chain_key=chain_key, approvals=read_approvals(self, top.get("approvals", {}), caps),
         )  # fmt: skip
         return credpolicy.with_policy(self, top, config)
 

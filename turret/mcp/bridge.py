@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from turret import __version__
+from turret.mcp.approvals import pending_approval, wait_for_approval
 from turret.mcp.client import Answer, TurretClient, TurretUnreachable
 from turret.mcp.names import NameClash, capability_name
 from turret.mcp.tools import (
@@ -137,14 +138,14 @@ class Bridge:
         token = self._caller(ctx)
         arguments = dict(params.arguments or {})
         try:
-            return await self._dispatch(params.name, arguments, token)
+            return await self._dispatch(params.name, arguments, token, ctx)
         except BadArguments as exc:
             return error_result(str(exc), {"code": "bad_arguments"})
         except TurretUnreachable:
             return unreachable()
 
     async def _dispatch(
-        self, name: str, arguments: dict[str, Any], token: str
+        self, name: str, arguments: dict[str, Any], token: str, ctx: Context
     ) -> types.CallToolResult:
         if name == HTTP_TOOL and self.features.http:
             call = proxy_call(arguments)
@@ -166,6 +167,10 @@ class Bridge:
             return error_result("no such tool", {"code": "unknown_tool"})
         path = f"/v1/capabilities/{capability}"
         answer = await self.client.request("POST", path, token, json_body=arguments)
+        approval_id = pending_approval(answer)
+        if approval_id is not None:
+            bound, progress = self.features.approval_wait, ctx.session.report_progress
+            return await wait_for_approval(self.client, token, approval_id, bound, progress)
         return capability_result(answer)
 
     def _caller(self, ctx: Context) -> str:

@@ -55,6 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="turret_http returns at most this much of a body (default 65536)",
     )
+    p.add_argument(
+        "--approval-wait",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="how long a call held for human approval is waited for (default 900)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

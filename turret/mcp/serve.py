@@ -24,7 +24,9 @@ log = logging.getLogger("turret.mcp")
 
 async def serve(args: argparse.Namespace, target: Target, token: str | None) -> None:
     """Serve stdio with `token`, or Streamable HTTP (`args.listen`) with callers' tokens."""
-    features = Features(not args.no_http, not args.no_explain, args.http_max_body)
+    features = Features(
+        not args.no_http, not args.no_explain, args.http_max_body, args.approval_wait
+    )
     listen = None
     if args.listen:
         try:

@@ -21,6 +21,11 @@ from turret.mcp.names import tool_names
 HTTP_TOOL = "turret_http"
 EXPLAIN_TOOL = "turret_explain"
 _TEXTUAL = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
+# What a tool's description adds when Turret holds its calls for a person.
+_APPROVAL = {
+    "required": " Each call waits for a person's approval; this tool returns once it is decided.",
+    "conditional": " Some calls wait for a person's approval; this tool returns once decided.",
+}
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -31,6 +36,7 @@ class Features:
     http: bool = True
     explain: bool = True
     http_max_body: int = 64 * 1024
+    approval_wait: float = 900.0  # seconds a call held for approval is waited for
 
 
 class BadArguments(ValueError):
@@ -48,7 +54,9 @@ def build_tools(
         types.Tool(
             name=by_capability[str(c["name"])],
             title=str(c["name"]),
-            description=str(c.get("description") or c["name"]),
+            description=str(c.get("description") or c["name"]) + _APPROVAL.get(
+                str(c.get("approval")), ""
+            ),
             input_schema=dict(c.get("parameters") or {"type": "object"}),
         )
         for c in capabilities

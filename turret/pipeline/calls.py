@@ -27,6 +27,7 @@ from turret.errors import (
 )
 from turret.model import JSON, METHODS, Agent, Capability, CapabilityAction, Params, ProxyAction
 from turret.paths import canonical_path
+from turret.pipeline.approvals import approval_of, hold
 from turret.pipeline.opa import consult
 from turret.pipeline.proxy import proxy_reason
 from turret.pipeline.request import (
@@ -39,7 +40,14 @@ from turret.pipeline.request import (
     begin,
     refuse_secret_body,
 )
-from turret.policy import Decision, capability_grants, decide, decide_capability, denied_by_name
+from turret.policy import (
+    Decision,
+    Result,
+    capability_grants,
+    decide,
+    decide_capability,
+    denied_by_name,
+)
 from turret.principal import Principal
 from turret.runtime import Runtime
 
@@ -55,14 +63,16 @@ def visible(agent: Agent, capabilities: dict[str, Capability]) -> list[dict[str,
         if not grants or denied_by_name(agent, name):
             continue
         schema = capability_schema(cap, [dict(g.params) for g in grants])
-        out.append(
-            {
-                "name": name,
-                "description": cap.description,
-                "service": cap.service,
-                "parameters": schema,
-            }
-        )
+        entry = {
+            "name": name,
+            "description": cap.description,
+            "service": cap.service,
+            "parameters": schema,
+        }
+        approval = approval_of(grants)
+        if approval is not None:
+            entry["approval"] = approval
+        out.append(entry)
     return out
 
 
@@ -89,7 +99,8 @@ async def call(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
     except RequestError as exc:
         audit.refused(exc)
         raise
-    if not decision.allowed:
+    held = decision.result is Result.APPROVAL
+    if not decision.allowed and not held:
         audit.decision(decision, 403)
         raise Forbidden(decision.reason)  # built from the config: names, rules, constraints
     try:
@@ -102,11 +113,20 @@ async def call(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
     if external is not None:
         audit.decision(external.decision, 403)
         raise PolicyDenied(external.message)
+    if held:
+        return await hold(flow, principal, CapabilityAction(capability, params), decision, io)
     audit.decision(decision)
-    runtime = flow.runtime
+    return await perform(flow, principal, capability, params, io)
+
+
+async def perform(
+    flow: Flow, principal: Principal, capability: Capability, params: Params, io: Exchange
+) -> Reply:
+    """Send a decided, recorded call and answer with its result; the outcome is recorded."""
+    runtime, audit = flow.runtime, flow.audit
     service = runtime.config.services[capability.service]
     try:
-        with ctx.limiter.slot(principal.name, principal.agent.limits, spend=False):
+        with flow.ctx.limiter.slot(principal.name, principal.agent.limits, spend=False):
             out = outbound_for(capability, params, service)
             response = await io.forward(runtime, service, out)
             done = call_result(capability, out, response, runtime.redactor)
@@ -145,6 +165,7 @@ async def explain(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         "reason": reason,
         "rule": decision.rule,
         "report_only": decision.would_deny,
+        "approval_required": decision.result is Result.APPROVAL,
     }
     return Reply(200, {"ok": True, "decision": answer})
 

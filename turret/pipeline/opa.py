@@ -20,7 +20,7 @@ from turret.exfil import find_secret_async
 from turret.model import Action, CapabilityAction
 from turret.opa import OpaSettings, Verdict
 from turret.pipeline.request import Flow
-from turret.policy import Decision
+from turret.policy import Decision, Result
 from turret.principal import Principal
 
 
@@ -43,9 +43,10 @@ async def consult(
     flow: Flow, principal: Principal, action: Action, decision: Decision
 ) -> Denied | None:
     """The external policy's denial of an allowed `decision`, or None when it allows (or
-    there is no external policy, or Turret's own policy already denied)."""
+    there is no external policy, or Turret's own policy already denied). A call held for a
+    person's approval is asked about too: OPA's denial stops it before anyone is asked."""
     settings = flow.runtime.config.opa
-    if settings is None or not decision.allowed:
+    if settings is None or not (decision.allowed or decision.result is Result.APPROVAL):
         return None
     oracle = flow.ctx.oracle
     if oracle is None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from turret.approval import Outcomes
 from turret.auth import bearer_token, token_sha256
 from turret.echo import Redactor, wire_bytes
 from turret.errors import (
@@ -96,6 +97,7 @@ class Context:
     wall: Callable[[], float] = time.time  # seconds since the epoch: token expiry
     scopes: ScopeCache = field(default_factory=ScopeCache)
     oracle: PolicyOracle | None = None  # `policy.opa`: without one, its step denies
+    outcomes: Outcomes = field(default_factory=Outcomes)  # executed approvals' answers
 
 
 @dataclass

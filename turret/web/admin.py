@@ -31,7 +31,7 @@ from turret.records import NOTICE, WARNING, Event
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
 from turret.state import StateStore, by_uid
-from turret.web import admin_audit, admin_credentials, admin_ops
+from turret.web import admin_approvals, admin_audit, admin_credentials, admin_ops
 from turret.web.middleware import Handler, error_response, no_version_banner
 
 log = logging.getLogger("turret")
@@ -75,6 +75,7 @@ def create_admin_app(view: AdminView, own_uid: int | None = None) -> web.Applica
     admin_credentials.add_routes(app, view)
     admin_ops.add_routes(app, view)
     admin_audit.add_routes(app)
+    admin_approvals.add_routes(app, view)
     return app
 
 

@@ -19,12 +19,14 @@ from turret.errors import AuditUnavailable
 from turret.exfil import TokenGuard
 from turret.httpserver import handler_args
 from turret.opaclient import OpaClient
+from turret.pipeline.approvals import prune_approvals
 from turret.pipeline.request import Context, record_flood_summary
 from turret.pipeline.tokens import prune_expired
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
 from turret.state import StateStore
+from turret.web.approvals import add_approval_routes
 from turret.web.capabilities import add_capability_routes
 from turret.web.keys import CONTEXT, COUNTERS, REQUEST_IDS, STATS, UPSTREAMS, Stats
 from turret.web.middleware import error_middleware, no_version_banner
@@ -73,6 +75,7 @@ def create_app(
     add_proxy_routes(app)
     add_capability_routes(app)
     add_token_routes(app)
+    add_approval_routes(app)
     return app
 
 
@@ -97,6 +100,7 @@ async def _token_pruner(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await prune_expired(app[CONTEXT])
+                prune_approvals(app[CONTEXT])
             except AuditUnavailable:
                 log.exception("token_expired records lost; the tokens stay until the next try")
             await asyncio.sleep(PRUNE_EVERY)
