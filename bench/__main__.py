@@ -23,7 +23,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 
-from bench import report
+from bench import report, stages
 from bench.extras import (
     Extras,
     ReloadPlan,
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     agents = {"smoke": 100, "quick": 1_000}.get(mode, 10_000)
     _say(f"check-config of {agents:,} agents")
     extra.check_config = check_config(work, agents, 1 if args.smoke else 3)
+    _say("stages, in-process")
+    extra.stages = stages.run({"smoke": 50, "quick": 300}.get(mode, 2000), journal=False).figures()
     results["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results["elapsed_s"] = time.monotonic() - started
     results["canary_leaks"] = _canary_leaks(work)

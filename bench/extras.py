@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.loadgen import Call, Connection, RateResult, open_loop, raw_request
 from bench.procs import Procs, free_port
@@ -47,6 +48,7 @@ class Extras:
     reload: ReloadResult | None = None
     policy: list[PolicyRow] | None = None
     check_config: CheckConfigResult | None = None
+    stages: dict[str, Any] | None = None  # `bench.stages` figures
 
 
 def cold_start(

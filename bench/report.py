@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 import turret
+from bench import stages
 from bench.extras import Extras
 from bench.loadgen import RateResult, percentile
 from bench.scenarios import Outcome
@@ -114,6 +115,7 @@ def summarise(results: Results, extra: Extras) -> None:
     results["reload"] = extra.reload.__dict__ if extra.reload is not None else None
     results["policy"] = [row.__dict__ for row in extra.policy] if extra.policy else None
     results["check_config"] = extra.check_config.figures() if extra.check_config else None
+    results["stages"] = extra.stages
     by_name = {row["name"]: row for row in results["scenarios"]}
     results["ratios"] = _ratios(by_name)
     results["added"] = {
@@ -342,6 +344,22 @@ def extras_text(results: Results) -> str:
     return "\n\n".join(blocks)
 
 
+def stages_text(results: Results) -> str:
+    """The in-process stage table (`python -m bench.stages`), if it was run."""
+    figures = results.get("stages")
+    if not figures:
+        return ""
+    return "\n\n".join(
+        [
+            "**Stages** (`python -m bench.stages`: µs per request, median, in-process, one "
+            'request at a time, the mix of the scenarios; "upstream send" is the aiohttp '
+            "client exchange with nginx on loopback):",
+            stages.table(figures["columns"]),
+            stages.depth_line(figures["decide_by_token_depth_us"]),
+        ]
+    )
+
+
 def markdown(results: Results) -> str:
     """The generated part of RESULTS.md."""
     m, v, s = results["machine"], results["versions"], results["settings"]
@@ -371,6 +389,7 @@ def markdown(results: Results) -> str:
             f"over {s['rounds']} interleaved rounds: {ratios}. {_lag_line(results)}",
             targets_table(results),
             extras_text(results),
+            stages_text(results),
             f"Canary credentials found in responses, logs or audit records: {leaks or 'none'}.",
         ]
     )
