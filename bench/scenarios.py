@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,14 +278,19 @@ async def _status_of(port: int, request: bytes) -> int:
 def _profiler(
     procs: Procs, server: Server, scenario: Scenario, settings: Settings, *, profile: bool
 ) -> tuple[subprocess.Popen[bytes] | None, Path | None]:
-    """py-spy sampling a Python server (not nginx) for one saturation run, as a flame graph."""
+    """py-spy sampling a Python server (not nginx) for one saturation run, as collapsed stacks
+    (`python -m bench.profile` summarises them; flamegraph.pl or speedscope draw them)."""
     if not profile or settings.profile_dir is None or scenario.server in ("upstream", "nginx"):
         return None, None
-    if shutil.which("py-spy") is None:
+    # The bench extra installs py-spy beside the interpreter, which need not be on PATH.
+    beside = Path(sys.executable).with_name("py-spy")
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None:
         raise RuntimeError("--profile needs py-spy: pip install -e '.[bench]'")
-    svg = settings.profile_dir / f"profile-{scenario.name}.svg"
-    argv = ["py-spy", "record", "--nonblocking", "-r", "250", "-d", str(settings.saturation_s)]
-    return procs.start("py-spy", [*argv, "-p", str(server.pid), "-o", str(svg)]), svg
+    raw = settings.profile_dir / f"profile-{scenario.name}.txt"
+    argv = [spy, "record", "--nonblocking", "--format", "raw", "-r", "250"]
+    argv += ["-d", str(settings.saturation_s), "-p", str(server.pid), "-o", str(raw)]
+    return procs.start("py-spy", argv), raw
 
 
 async def _rss_with_connections(server: Server, request: bytes, count: int) -> tuple[int, int]:

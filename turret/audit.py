@@ -17,6 +17,8 @@ from turret.errors import AuditUnavailable
 from turret.records import INFO, Event, Fields, clean
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+# One encoder for every record: `json.dumps` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 
@@ -50,7 +52,7 @@ class LineSink:
 
     def write(self, message: str, fields: dict[str, str]) -> None:
         record = {"ts": f"{time.time():.6f}", "MESSAGE": message, **fields}
-        line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+        line = (_ENCODE(record) + "\n").encode()
         if os.write(self._fd, line) != len(line):
             raise OSError("short write to audit file")
 
