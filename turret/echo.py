@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
-from ahocorasick_rs import BytesAhoCorasick, MatchKind
+from ahocorasick_rs import BytesAhoCorasick, Implementation, MatchKind
 
 from turret.errors import ResponseWithheld
 from turret.shapes import Shape
@@ -37,6 +37,7 @@ MARKER = b"[REDACTED]"
 # body takes well under a millisecond, a larger one could hold up other agents' requests.
 THRESHOLD = 64 * 1024
 _MIN_EMBEDDED_CORE = 8  # shorter base64 cores would match unrelated text
+CONTIGUOUS_NFA = Implementation.ContiguousNFA
 _GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
 
 T = TypeVar("T")
@@ -122,8 +123,14 @@ class _Automaton:
 
     def __init__(self, patterns: Iterable[bytes]) -> None:
         ordered = sorted(p for p in patterns if p)
+        # A contiguous NFA: as fast to search here as the DFA the library picks for small sets,
+        # at a small part of its memory (the DFA took ~2.7 MiB for two credentials' forms).
         self._ac = (
-            BytesAhoCorasick(ordered, matchkind=MatchKind.LeftmostLongest) if ordered else None
+            BytesAhoCorasick(
+                ordered, matchkind=MatchKind.LeftmostLongest, implementation=CONTIGUOUS_NFA
+            )
+            if ordered
+            else None
         )
         self.spacey = any(p.translate(None, WHITESPACE) != p for p in ordered)
 
