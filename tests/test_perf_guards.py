@@ -105,7 +105,7 @@ def test_clean_matches_its_definition(value: object) -> None:
 def test_line_sink_writes_what_json_dumps_wrote(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     sink = LineSink.open(str(path))
-    fields = {"TURRET_PATH": "/é/\"q\"/\\", "TURRET_STATUS": "200", "MESSAGE_ID": "x" * 32}
+    fields = {"TURRET_PATH": '/é/"q"/\\', "TURRET_STATUS": "200", "MESSAGE_ID": "x" * 32}
     sink.write("agent: allow - ☃", fields)
     os.close(sink._fd)
     line = path.read_bytes()
