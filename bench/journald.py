@@ -50,17 +50,32 @@ for _ in range(rounds):
         out[name].append((time.perf_counter() - started) / records * 1e6)
 print(json.dumps({k: {"median_us": statistics.median(v), "runs_us": v} for k, v in out.items()}))
 """
+CHECK = """
+import json, subprocess, sys
+out = subprocess.run(
+    ["journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=turret", "TURRET_EVENT=decision"],
+    capture_output=True, text=True, check=True,
+).stdout
+records = [json.loads(line) for line in out.splitlines() if line.strip()]
+fields = ("MESSAGE", "MESSAGE_ID", "PRIORITY", "TURRET_RULE", "TURRET_PATH")
+complete = all(all(f in r for f in fields) for r in records)
+print(json.dumps({"count": len(records), "complete": complete}))
+"""
 
 
-def measure(records: int, rounds: int) -> dict[str, dict[str, object]]:
-    """µs per record for each sink, measured in a booted container."""
+def measure(
+    records: int, rounds: int, image: tuple[Path, Path] | None = None
+) -> dict[str, dict[str, object]]:
+    """µs per record for each sink, measured in a container booted from `image` (root
+    filesystem and venv; default: the e2e cache); and whether every record reached the journal
+    whole (`journal`)."""
     missing = missing_prerequisites()
     if missing:
         raise RuntimeError("cannot boot a systemd container here; missing: " + ", ".join(missing))
-    root, env = rootfs(CACHE), venv(CACHE)
+    root, env = image or (rootfs(CACHE), venv(CACHE))
     with tempfile.TemporaryDirectory(prefix="turret-journald-") as tmp:
-        probe = Path(tmp) / "probe.py"
-        probe.write_text(PROBE)
+        (Path(tmp) / "probe.py").write_text(PROBE)
+        (Path(tmp) / "check.py").write_text(CHECK)
         binds = [
             (env, VENV_IN_MACHINE, True),
             (REPO / "turret", f"{SRC_IN_MACHINE}/turret", True),
@@ -68,9 +83,13 @@ def measure(records: int, rounds: int) -> dict[str, dict[str, object]]:
         ]
         name = f"turret-bench-journald-{os.getpid()}"
         with booted(name, root, binds, Path(tmp) / "console.log") as machine:
-            argv = [f"{VENV_IN_MACHINE}/bin/python", "/bench/probe.py", str(records), str(rounds)]
-            result = machine.run(*argv, timeout=600)
+            python = f"{VENV_IN_MACHINE}/bin/python"
+            result = machine.run(python, "/bench/probe.py", str(records), str(rounds), timeout=600)
+            machine.run("journalctl", "--flush", "--sync")
+            check = machine.run(python, "/bench/check.py")
     figures: dict[str, dict[str, object]] = json.loads(result.stdout.strip().splitlines()[-1])
+    # Every record must have reached the journal whole, or the timing means nothing.
+    figures["journal"] = json.loads(check.stdout.strip().splitlines()[-1])
     return figures
 
 
@@ -81,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="rounds per sink (default 5)")
     args = p.parse_args(argv)
     figures = measure(args.records, args.rounds)
+    journal = figures.pop("journal")
+    print(f"records in the journal: {journal['count']}, every field present: {journal['complete']}")
     for sink, f in figures.items():
         runs = ", ".join(f"{r:.1f}" for r in f["runs_us"])  # type: ignore[attr-defined]
         print(f"{sink}: {f['median_us']:.1f} µs per record (rounds: {runs})")

@@ -34,10 +34,13 @@ class JournalSink:
     def __init__(self) -> None:
         from systemd import journal  # type: ignore[attr-defined]  # noqa: PLC0415 - only where a journal exists
 
-        self._send = journal.send
+        self._sendv = journal.sendv
 
     def write(self, message: str, fields: dict[str, str]) -> None:
-        self._send(message, SYSLOG_IDENTIFIER="turret", **fields)
+        # `journal.send` would also walk the Python stack on every record for CODE_FILE, _LINE
+        # and _FUNC (always this method): about half of what a record cost.
+        items = [f"{key}={value}" for key, value in fields.items()]
+        self._sendv(f"MESSAGE={message}", "SYSLOG_IDENTIFIER=turret", *items)
 
 
 class LineSink:
