@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,20 +65,19 @@ async def handle(request: web.Request) -> web.Response:
 def main() -> None:
     """Serve on 127.0.0.1 until killed."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, help="default: the socket systemd passes (fd 3)")
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--credentials", required=True, metavar="DIR")
     args = parser.parse_args()
     creds = Path(args.credentials)
     token = (creds / "bench-agent-token").read_text().strip()
     secret = (creds / "bench-upstream-token").read_text().strip()
-    web.run_app(
-        create_app(args.upstream, token, secret),
-        host="127.0.0.1",
-        port=args.port,
-        access_log=None,
-        print=None,
-    )
+    app = create_app(args.upstream, token, secret)
+    if args.port is None:  # socket-activated, as Turret is by turret.socket
+        sock = socket.socket(fileno=3)
+        web.run_app(app, sock=sock, access_log=None, print=None)
+    else:
+        web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,16 @@ from typing import Any
 import aiohttp
 
 import turret
-from bench.extras import PolicyRow, ReloadResult
-from bench.loadgen import percentile
+from bench import stages
+from bench.extras import Extras
+from bench.loadgen import RateResult, percentile
 from bench.scenarios import Outcome
 
 Results = dict[str, Any]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SUMMARY_BEGIN, SUMMARY_END = "<!-- bench:summary:begin -->", "<!-- bench:summary:end -->"
 TURRET = "turret-proxy"
+CAPABILITY = "turret-capability"
 
 
 def machine() -> dict[str, str]:
@@ -63,69 +66,102 @@ def _command(argv: list[str]) -> str:
     return (out.stdout + out.stderr).strip().splitlines()[0] if out.stdout + out.stderr else "?"
 
 
+def _rate_figures(rate: RateResult) -> dict[str, Any]:
+    lat = rate.latencies_ms
+    return {
+        "sent": len(lat) + rate.failed,
+        "failed": rate.failed,
+        "failures": rate.failures,
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "p999_ms": percentile(lat, 99.9),
+        "lag_p99_ms": percentile(rate.lags_ms, 99),
+        "leaks": rate.leaks,
+    }
+
+
 def scenario_figures(outcome: Outcome) -> dict[str, Any]:
-    """The figures of one scenario, as plain values."""
+    """The figures of one scenario, as plain values: the median saturation run (and every run's
+    rate), fixed-rate latencies pooled over the rounds."""
     s = outcome.scenario
     row: dict[str, Any] = {"name": s.name, "label": s.label, "unavailable": outcome.unavailable}
-    if outcome.saturation is not None:
-        sat = outcome.saturation
+    if outcome.saturations:
+        runs = sorted(outcome.saturations, key=lambda r: r.rps)
+        sat = runs[len(runs) // 2]
         row["saturation"] = {
             "rps": sat.rps,
-            "requests": sat.requests,
+            "requests": sum(r.requests for r in runs),
             "p50_ms": sat.p50_ms,
             "p99_ms": sat.p99_ms,
             "p999_ms": sat.p999_ms,
-            "failed": sat.failed,
+            "failed": sum(r.failed for r in runs),
+            "runs_rps": [r.rps for r in outcome.saturations],  # in round order
         }
     if outcome.rate is not None:
-        lat = outcome.rate.latencies_ms
-        row["rate"] = {
-            "sent": len(lat) + outcome.rate.failed,
-            "failed": outcome.rate.failed,
-            "failures": outcome.rate.failures,
-            "p50_ms": percentile(lat, 50),
-            "p99_ms": percentile(lat, 99),
-            "p999_ms": percentile(lat, 99.9),
-            "lag_p99_ms": percentile(outcome.rate.lags_ms, 99),
-            "leaks": outcome.rate.leaks,
-        }
+        row["rate"] = _rate_figures(outcome.rate)
+        row["rate"]["runs_p50_ms"] = [percentile(r.latencies_ms, 50) for r in outcome.rates]
+        row["rate"]["runs_p99_ms"] = [percentile(r.latencies_ms, 99) for r in outcome.rates]
+    if outcome.capacity is not None:
+        row["capacity"] = _rate_figures(outcome.capacity)
     for key in ("rss_idle_kib", "rss_held_kib", "held_ok"):
         row[key] = getattr(outcome, key)
     return row
 
 
-def summarise(
-    results: Results,
-    cold_ms: list[float] | None,
-    reload: ReloadResult | None,
-    policy: list[PolicyRow] | None,
-) -> None:
+def summarise(results: Results, extra: Extras) -> None:
     """Add the extra measurements, ratios and target verdicts to `results`."""
-    results["cold_start_ms"] = cold_ms
-    results["reload"] = reload.__dict__ if reload is not None else None
-    results["policy"] = [row.__dict__ for row in policy] if policy is not None else None
+    results["cold_start_ms"] = extra.cold_ms
+    results["baseline_cold_start_ms"] = extra.baseline_cold_ms
+    results["reload"] = extra.reload.__dict__ if extra.reload is not None else None
+    results["policy"] = [row.__dict__ for row in extra.policy] if extra.policy else None
+    results["check_config"] = extra.check_config.figures() if extra.check_config else None
+    results["stages"] = extra.stages
     by_name = {row["name"]: row for row in results["scenarios"]}
     results["ratios"] = _ratios(by_name)
+    results["added"] = {
+        path: {key: _added(by_name, path, key) for key in ("p50_ms", "p99_ms")}
+        for path in (TURRET, CAPABILITY)
+    }
     results["targets"] = _targets(by_name, results)
 
 
-def _rps(by_name: dict[str, Any], name: str) -> float | None:
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median, lowest and highest of `values` (None for none)."""
+    if not values:
+        return {"median": None, "min": None, "max": None, "runs": []}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
+
+
+def _runs(by_name: dict[str, Any], name: str) -> list[float]:
     sat = by_name.get(name, {}).get("saturation")
-    return sat["rps"] if sat else None
+    return list(sat["runs_rps"]) if sat else []
 
 
-def _ratios(by_name: dict[str, Any]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    turret_rps = _rps(by_name, TURRET)
-    for other in ("direct", "nginx", "baseline"):
-        base = _rps(by_name, other)
-        out[f"turret/{other}"] = turret_rps / base if turret_rps and base else None
+def _ratios(by_name: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Throughput ratios round by round (both figures from the same round), then their spread."""
+    out = {}
+    for path, short in ((TURRET, "proxy"), (CAPABILITY, "capability")):
+        mine = _runs(by_name, path)
+        for other in ("direct", "nginx", "baseline"):
+            theirs = _runs(by_name, other) if mine else []
+            pairs = zip(mine, theirs, strict=True) if theirs else ()
+            out[f"{short}/{other}"] = spread([m / t for m, t in pairs if t])
     return out
 
 
-def _added(by_name: dict[str, Any], key: str) -> float | None:
-    t, d = by_name.get(TURRET, {}).get("rate"), by_name.get("direct", {}).get("rate")
-    return t[key] - d[key] if t and d else None
+def _added(by_name: dict[str, Any], path: str, key: str) -> float | None:
+    """Median over rounds of the path's latency minus direct's, both from the same round."""
+    t, d = by_name.get(path, {}).get("rate"), by_name.get("direct", {}).get("rate")
+    if not t or not d:
+        return None
+    runs = "runs_" + key
+    diffs: list[float] = [a - b for a, b in zip(t[runs], d[runs], strict=True)]
+    return statistics.median(diffs)
 
 
 def _target(
@@ -141,32 +177,68 @@ def _target(
     }
 
 
+def _over(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
+def _median(values: list[float] | None) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def _targets(by_name: dict[str, Any], results: Results) -> list[dict[str, Any]]:
-    ratios = results["ratios"]
+    """The issue's targets, each as a ratio to another scenario of the same run."""
+    ratios, added = results["ratios"], results["added"]
     rate = f"at {results['settings']['rate']:g} requests/s over direct"
-    cold = results["cold_start_ms"]
-    cold_median = sorted(cold)[len(cold) // 2] if cold else None
-    idle_kib = by_name.get(TURRET, {}).get("rss_idle_kib")
-    idle = idle_kib / 1024 if idle_kib else None
-    vs_base, vs_nginx = ratios["turret/baseline"], ratios["turret/nginx"]
-    p50, p99 = _added(by_name, "p50_ms"), _added(by_name, "p99_ms")
-    out = [
+    out = []
+    for short, wanted in (("proxy", 0.8), ("capability", 0.7)):
+        got = ratios[f"{short}/baseline"]["median"]
+        out.append(
+            _target(
+                f"throughput, {short} / aiohttp baseline (median of rounds)",
+                f">= {wanted}",
+                got,
+                (got or 0) >= wanted,
+                "x",
+            )
+        )
+    for path, short in ((TURRET, "proxy"), (CAPABILITY, "capability")):
+        p50, p99 = added[path]["p50_ms"], added[path]["p99_ms"]
+        out.append(_target(f"added p50 {rate}, {short}", "<= 0.3 ms", p50, (p50 or 0) <= 0.3, "ms"))
+        out.append(_target(f"added p99 {rate}, {short}", "<= 1.5 ms", p99, (p99 or 0) <= 1.5, "ms"))
+    capacity = by_name.get(CAPABILITY, {}).get("capacity")
+    cap_p99 = capacity["p99_ms"] if capacity and not capacity["failed"] else None
+    out.append(
         _target(
-            "throughput, Turret / aiohttp baseline", ">= 0.9", vs_base, (vs_base or 0) >= 0.9, "x"
-        ),
-        _target("throughput, Turret / nginx", ">= 0.2", vs_nginx, (vs_nginx or 0) >= 0.2, "x"),
-        _target(f"added p50 {rate}", "<= 1 ms", p50, (p50 or 0) <= 1, "ms"),
-        _target(f"added p99 {rate}", "<= 5 ms", p99, (p99 or 0) <= 5, "ms"),
-        _target(
-            "cold start, median",
-            "<= 300 ms",
-            cold_median,
-            (cold_median or 0) <= 300,
+            f"capability p99 at {results['settings']['capacity_rate']:g} requests/s",
+            "< 5 ms",
+            cap_p99,
+            (cap_p99 or 0) < 5,
             "ms",
-            digits=0,
-        ),
-        _target("idle RSS", "<= 40 MiB", idle, (idle or 0) <= 40, "MiB", digits=1),
-    ]
+        )
+    )
+    idle = _over(
+        by_name.get(TURRET, {}).get("rss_idle_kib"), by_name.get("baseline", {}).get("rss_idle_kib")
+    )
+    out.append(_target("idle RSS, Turret / baseline", "<= 1.15", idle, (idle or 0) <= 1.15, "x"))
+    cold = _over(_median(results["cold_start_ms"]), _median(results["baseline_cold_start_ms"]))
+    out.append(_target("cold start, Turret / baseline", "<= 1.5", cold, (cold or 0) <= 1.5, "x"))
+    check = results["check_config"]
+    ratio = check["ratio"] if check else None
+    out.append(
+        _target(
+            f"check-config of {check['agents'] if check else 10_000:,} agents / CSafeLoader load",
+            "<= 1.5",
+            ratio,
+            (ratio or 0) <= 1.5,
+            "x",
+        )
+    )
+    policy = results["policy"]
+    if policy:
+        decide = [p["decide_agents_us"] for p in policy] + [p["decide_grants_us"] for p in policy]
+        flat = max(decide) / min(decide)
+        what = "decision time, slowest / fastest size"
+        out.append(_target(what, "<= 1.5", flat, flat <= 1.5, "x"))
     reload = results["reload"]
     if reload is not None:
         failed = None if reload["unsupported"] else reload["failed"]
@@ -224,12 +296,21 @@ def targets_table(results: Results) -> str:
 def extras_text(results: Results) -> str:
     """Cold start, reload and policy scale in Markdown."""
     blocks = []
-    cold = results["cold_start_ms"]
-    if cold:
-        runs = ", ".join(_f(c, 0) for c in cold)
+    for key, who in (("cold_start_ms", "Turret"), ("baseline_cold_start_ms", "aiohttp baseline")):
+        cold = results[key]
+        if cold:
+            runs = ", ".join(_f(c, 0) for c in cold)
+            blocks.append(
+                f"**Cold start, {who}** (socket-activated, first connection to first response): "
+                f"median {_f(statistics.median(cold), 0)} ms of {len(cold)} runs ({runs} ms)."
+            )
+    check = results["check_config"]
+    if check:
         blocks.append(
-            "**Cold start** (socket-activated, first connection to first response): median "
-            f"{_f(sorted(cold)[len(cold) // 2], 0)} ms of {len(cold)} runs ({runs} ms)."
+            f"**check-config** of {check['agents']:,} agents (whole command, median of "
+            f"{len(check['turret_s'])}): `turret check-config` {_f(check['turret_median_s'])} s, "
+            f"a bare `yaml.load(..., Loader=yaml.CSafeLoader)` of the same file (also a whole "
+            f"`python -c`) {_f(check['bare_median_s'])} s: {_f(check['ratio'])} x."
         )
     reload = results["reload"]
     if reload and reload["unsupported"]:
@@ -263,17 +344,39 @@ def extras_text(results: Results) -> str:
     return "\n\n".join(blocks)
 
 
+def stages_text(results: Results) -> str:
+    """The in-process stage table (`python -m bench.stages`), if it was run."""
+    figures = results.get("stages")
+    if not figures:
+        return ""
+    return "\n\n".join(
+        [
+            "**Stages** (`python -m bench.stages`: µs per request, median, in-process, one "
+            'request at a time, the mix of the scenarios; "upstream send" is the aiohttp '
+            "client exchange with nginx on loopback):",
+            stages.table(figures["columns"]),
+            stages.depth_line(figures["decide_by_token_depth_us"]),
+        ]
+    )
+
+
 def markdown(results: Results) -> str:
     """The generated part of RESULTS.md."""
     m, v, s = results["machine"], results["versions"], results["settings"]
-    ratios = ", ".join(f"{k} = {_f(r)}" for k, r in results["ratios"].items())
+    ratios = "; ".join(
+        f"{k} = {_f(r['median'])} ({_f(r['min'])}-{_f(r['max'])})"
+        for k, r in results["ratios"].items()
+        if r["median"] is not None
+    )
     setup = [
         f"- machine: {m['cpu']}, {m['memory']} RAM; {m['os']}; load average before "
         f"{m['load_before']}, after {m['load_after']}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- load: saturation wrk -t1 -c{s['connections']} for {s['saturation_s']} s after "
-        f"{s['warmup_s']} s warm-up; fixed rate {s['rate']:g} requests/s for {s['rate_s']:g} s "
-        f"(open loop); {s['held_connections']} held keep-alive connections",
+        f"- load: {s['rounds']} interleaved rounds (A B C, C B A, ...), each with saturation "
+        f"wrk -t1 -c{s['connections']} for {s['saturation_s']} s (after {s['warmup_s']} s "
+        f"warm-up) and a fixed rate of {s['rate']:g} requests/s for {s['rate_s']:g} s (open "
+        f"loop, latencies pooled); the capability path also at {s['capacity_rate']:g} "
+        f"requests/s; {s['held_connections']} held keep-alive connections",
     ]
     leaks = results["canary_leaks"]
     return "\n\n".join(
@@ -282,9 +385,11 @@ def markdown(results: Results) -> str:
             f"{results['elapsed_s']:.0f} s).",
             "\n".join(setup),
             scenario_table(results),
-            f"Ratios of throughput at saturation: {ratios}. {_lag_line(results)}",
+            f"Ratios of throughput at saturation, each from one round, median (lowest-highest) "
+            f"over {s['rounds']} interleaved rounds: {ratios}. {_lag_line(results)}",
             targets_table(results),
             extras_text(results),
+            stages_text(results),
             f"Canary credentials found in responses, logs or audit records: {leaks or 'none'}.",
         ]
     )

@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,33 +94,60 @@ STARTERS: dict[str, Starter] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """How long and how hard to measure."""
+    """How long and how hard to measure, and how many interleaved rounds."""
 
     warmup_s: int = 1  # wrk takes whole seconds
     saturation_s: int = 5
     connections: int = 64
-    rate: float = 500.0
-    rate_s: float = 10.0
+    rate: float = 200.0  # the issue's fixed rate for added latency
+    rate_s: float = 8.0
+    capacity_rate: float = 500.0  # the capability path must hold this without queueing
     held_connections: int = 1000
+    rounds: int = 3  # each scenario measured this many times, interleaved with the others
     profile_dir: Path | None = None  # if set, py-spy records Python servers at saturation
 
 
 @dataclass
 class Outcome:
-    """The figures of one scenario, or why it could not run."""
+    """The figures of one scenario across the rounds, or why it could not run."""
 
     scenario: Scenario
     unavailable: str | None = None
-    saturation: SaturationResult | None = None
-    rate: RateResult | None = None
+    saturations: list[SaturationResult] = field(default_factory=list)
+    rates: list[RateResult] = field(default_factory=list)
+    capacity: RateResult | None = None  # at `Settings.capacity_rate`, capability path only
     rss_idle_kib: int | None = None
     rss_held_kib: int | None = None
     held_ok: int | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def rate(self) -> RateResult | None:
+        """Every round's fixed-rate run as one (latencies pooled)."""
+        if not self.rates:
+            return None
+        pooled = RateResult()
+        for r in self.rates:
+            pooled.latencies_ms += r.latencies_ms
+            pooled.lags_ms += r.lags_ms
+            pooled.leaks += r.leaks
+            for kind, n in r.failures.items():
+                pooled.failures[kind] = pooled.failures.get(kind, 0) + n
+        return pooled
+
 
 class Unavailable(Exception):
     """The scenario cannot run against this build (a feature not there yet)."""
+
+
+@dataclass
+class _Live:
+    """A scenario whose server is up, with what it is sent."""
+
+    outcome: Outcome
+    server: Server
+    requests: list[bytes]
+    script: Path
 
 
 def authorization(work: Workdir, scenario: Scenario) -> str:
@@ -128,22 +156,94 @@ def authorization(work: Workdir, scenario: Scenario) -> str:
     return f"Bearer {token}"
 
 
-def run_scenario(
-    procs: Procs, work: Workdir, upstream: Server, scenario: Scenario, settings: Settings
-) -> Outcome:
-    """Start the scenario's server, measure it, stop it."""
-    outcome = Outcome(scenario)
+def run_scenarios(
+    procs: Procs,
+    work: Workdir,
+    upstream: Server,
+    scenarios: list[Scenario],
+    settings: Settings,
+    *,
+    say: Callable[[str], None],
+) -> list[Outcome]:
+    """Start every scenario's server, then measure them in interleaved rounds (A B C, C B A, ...)
+    so that a change in the machine's load hits every scenario alike; stop them all."""
+    outcomes = [Outcome(s) for s in scenarios]
+    live: list[_Live] = []
+    try:
+        for outcome in outcomes:
+            started = _prepare(procs, work, upstream, outcome, settings)
+            if started is not None:
+                live.append(started)
+        for n in range(settings.rounds):
+            order = live if n % 2 == 0 else live[::-1]
+            names = ", ".join(item.outcome.scenario.name for item in order)
+            say(f"round {n + 1} of {settings.rounds}: {names}")
+            for item in order:
+                _round(procs, work, item, settings, profile=n == 0)
+        for item in live:
+            _capacity_and_memory(work, item, settings)
+    finally:
+        for item in live:
+            if item.server is not upstream:
+                procs.stop(item.server.proc)
+    return outcomes
+
+
+def _prepare(
+    procs: Procs, work: Workdir, upstream: Server, outcome: Outcome, settings: Settings
+) -> _Live | None:
+    scenario = outcome.scenario
     try:
         server = _start(procs, work, upstream, scenario)
     except Unavailable as exc:
         outcome.unavailable = str(exc)
-        return outcome
-    try:
-        _measure(procs, work, server, settings, outcome)
-    finally:
-        if server is not upstream:
-            procs.stop(server.proc)
-    return outcome
+        return None
+    auth = authorization(work, scenario)
+    requests = [raw_request(c, server.port, auth) for c in scenario.calls]
+    first = asyncio.run(_status_of(server.port, requests[0]))
+    if not 200 <= first < 300:
+        raise RuntimeError(f"{scenario.name}: first request answered {first}; see {work.logs}")
+    outcome.rss_idle_kib = rss_kib(server.pid)
+    script = write_wrk_script(work.root / f"wrk-{scenario.name}.lua", scenario.calls, auth)
+    if settings.warmup_s > 0:
+        run_wrk(procs, server.port, script, settings.warmup_s, settings.connections)
+    return _Live(outcome, server, requests, script)
+
+
+def _round(procs: Procs, work: Workdir, item: _Live, settings: Settings, *, profile: bool) -> None:
+    """One saturation run and one fixed-rate run of one scenario."""
+    outcome, server = item.outcome, item.server
+    canaries = [c.encode() for c in work.canaries]
+    outcome.rates.append(
+        asyncio.run(
+            open_loop(server.port, item.requests, settings.rate, settings.rate_s, canaries=canaries)
+        )
+    )
+    profiler, flame_graph = _profiler(procs, server, outcome.scenario, settings, profile=profile)
+    outcome.saturations.append(
+        run_wrk(procs, server.port, item.script, settings.saturation_s, settings.connections)
+    )
+    if profiler is not None:
+        profiler.wait(settings.saturation_s + 30)
+        outcome.notes.append(f"profile: {flame_graph}")
+
+
+def _capacity_and_memory(work: Workdir, item: _Live, settings: Settings) -> None:
+    outcome, server = item.outcome, item.server
+    if outcome.scenario.name == "turret-capability":
+        canaries = [c.encode() for c in work.canaries]
+        outcome.capacity = asyncio.run(
+            open_loop(
+                server.port,
+                item.requests,
+                settings.capacity_rate,
+                settings.rate_s,
+                canaries=canaries,
+            )
+        )
+    outcome.held_ok, outcome.rss_held_kib = asyncio.run(
+        _rss_with_connections(server, item.requests[0], settings.held_connections)
+    )
 
 
 def _start(procs: Procs, work: Workdir, upstream: Server, scenario: Scenario) -> Server:
@@ -175,50 +275,22 @@ async def _status_of(port: int, request: bytes) -> int:
     return status
 
 
-def _measure(
-    procs: Procs,
-    work: Workdir,
-    server: Server,
-    settings: Settings,
-    outcome: Outcome,
-) -> None:
-    scenario = outcome.scenario
-    auth = authorization(work, scenario)
-    requests = [raw_request(c, server.port, auth) for c in scenario.calls]
-    first = asyncio.run(_status_of(server.port, requests[0]))
-    if not 200 <= first < 300:
-        raise RuntimeError(f"{scenario.name}: first request answered {first}; see {work.logs}")
-    outcome.rss_idle_kib = rss_kib(server.pid)
-    script = write_wrk_script(work.root / f"wrk-{scenario.name}.lua", scenario.calls, auth)
-    if settings.warmup_s > 0:
-        run_wrk(procs, server.port, script, settings.warmup_s, settings.connections)
-    canaries = [c.encode() for c in work.canaries]
-    outcome.rate = asyncio.run(
-        open_loop(server.port, requests, settings.rate, settings.rate_s, canaries=canaries)
-    )
-    profiler, flame_graph = _profiler(procs, server, scenario, settings)
-    outcome.saturation = run_wrk(
-        procs, server.port, script, settings.saturation_s, settings.connections
-    )
-    if profiler is not None:
-        profiler.wait(settings.saturation_s + 30)
-        outcome.notes.append(f"profile: {flame_graph}")
-    outcome.held_ok, outcome.rss_held_kib = asyncio.run(
-        _rss_with_connections(server, requests[0], settings.held_connections)
-    )
-
-
 def _profiler(
-    procs: Procs, server: Server, scenario: Scenario, settings: Settings
+    procs: Procs, server: Server, scenario: Scenario, settings: Settings, *, profile: bool
 ) -> tuple[subprocess.Popen[bytes] | None, Path | None]:
-    """py-spy sampling a Python server (not nginx) for the saturation run, as a flame graph."""
-    if settings.profile_dir is None or scenario.server in ("upstream", "nginx"):
+    """py-spy sampling a Python server (not nginx) for one saturation run, as collapsed stacks
+    (`python -m bench.profile` summarises them; flamegraph.pl or speedscope draw them)."""
+    if not profile or settings.profile_dir is None or scenario.server in ("upstream", "nginx"):
         return None, None
-    if shutil.which("py-spy") is None:
+    # The bench extra installs py-spy beside the interpreter, which need not be on PATH.
+    beside = Path(sys.executable).with_name("py-spy")
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None:
         raise RuntimeError("--profile needs py-spy: pip install -e '.[bench]'")
-    svg = settings.profile_dir / f"profile-{scenario.name}.svg"
-    argv = ["py-spy", "record", "--nonblocking", "-r", "250", "-d", str(settings.saturation_s)]
-    return procs.start("py-spy", [*argv, "-p", str(server.pid), "-o", str(svg)]), svg
+    raw = settings.profile_dir / f"profile-{scenario.name}.txt"
+    argv = [spy, "record", "--nonblocking", "--format", "raw", "-r", "250"]
+    argv += ["-d", str(settings.saturation_s), "-p", str(server.pid), "-o", str(raw)]
+    return procs.start("py-spy", argv), raw
 
 
 async def _rss_with_connections(server: Server, request: bytes, count: int) -> tuple[int, int]:

@@ -144,21 +144,18 @@ def _nginx(procs: Procs, work: Workdir, name: str, conf: Path, port: int) -> Ser
     return Server(name, port, proc)
 
 
+def baseline_argv(work: Workdir, upstream: Server, port: int | None) -> list[str]:
+    """The command line of the baseline proxy; with no `port`, it serves the socket systemd (or
+    systemd-socket-activate) hands it."""
+    argv = [sys.executable, "-m", "bench.baseline_proxy", "--upstream"]
+    argv += [f"http://127.0.0.1:{upstream.port}", "--credentials", str(work.credentials)]
+    return argv if port is None else [*argv, "--port", str(port)]
+
+
 def start_baseline(procs: Procs, work: Workdir, upstream: Server) -> Server:
     """The minimal aiohttp proxy of bench/baseline_proxy.py."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.baseline_proxy",
-        "--port",
-        str(port),
-        "--upstream",
-        f"http://127.0.0.1:{upstream.port}",
-        "--credentials",
-        str(work.credentials),
-    ]
-    proc = procs.start("baseline", argv)
+    proc = procs.start("baseline", baseline_argv(work, upstream, port))
     procs.wait_for_port(proc, port)
     return Server("baseline", port, proc)
 
@@ -204,7 +201,8 @@ def turret_config(
     ]
     if capabilities:
         lines += ["    capabilities:", f"      - name: {SERVICE}.get_item"]
-    return _private(work.root / "turret.yaml", "\n".join(lines) + "\n")
+    name = "turret-capability.yaml" if capabilities else "turret.yaml"
+    return _private(work.root / name, "\n".join(lines) + "\n")
 
 
 def turret_argv(work: Workdir, config: Path) -> list[str]:

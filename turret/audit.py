@@ -18,6 +18,8 @@ from turret.errors import AuditUnavailable
 from turret.records import INFO, Event, Fields, clean
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+# One encoder for every record: `json.dumps` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 
@@ -33,10 +35,13 @@ class JournalSink:
     def __init__(self) -> None:
         from systemd import journal  # type: ignore[attr-defined]  # noqa: PLC0415 - only where a journal exists
 
-        self._send = journal.send
+        self._sendv = journal.sendv
 
     def write(self, message: str, fields: dict[str, str]) -> None:
-        self._send(message, SYSLOG_IDENTIFIER="turret", **fields)
+        # `journal.send` would also walk the Python stack on every record for CODE_FILE, _LINE
+        # and _FUNC (always this method): about half of what a record cost.
+        items = [f"{key}={value}" for key, value in fields.items()]
+        self._sendv(f"MESSAGE={message}", "SYSLOG_IDENTIFIER=turret", *items)
 
 
 class LineSink:
@@ -51,7 +56,7 @@ class LineSink:
 
     def write(self, message: str, fields: dict[str, str]) -> None:
         record = {"ts": f"{time.time():.6f}", "MESSAGE": message, **fields}
-        line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+        line = (_ENCODE(record) + "\n").encode()
         if os.write(self._fd, line) != len(line):
             raise OSError("short write to audit file")
 

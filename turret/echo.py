@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
-from ahocorasick_rs import BytesAhoCorasick, MatchKind
+from ahocorasick_rs import BytesAhoCorasick, Implementation, MatchKind
 
 from turret.errors import ResponseWithheld
 from turret.shapes import Shape
@@ -37,6 +37,7 @@ MARKER = b"[REDACTED]"
 # body takes well under a millisecond, a larger one could hold up other agents' requests.
 THRESHOLD = 64 * 1024
 _MIN_EMBEDDED_CORE = 8  # shorter base64 cores would match unrelated text
+CONTIGUOUS_NFA = Implementation.ContiguousNFA
 _GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
 
 T = TypeVar("T")
@@ -120,10 +121,16 @@ class _Automaton:
     """Leftmost-longest multi-pattern search over bytes (a whole encoded value wins over a
     shorter form inside it)."""
 
-    def __init__(self, patterns: set[bytes]) -> None:
+    def __init__(self, patterns: Iterable[bytes]) -> None:
         ordered = sorted(p for p in patterns if p)
+        # A contiguous NFA: as fast to search here as the DFA the library picks for small sets,
+        # at a small part of its memory (the DFA took ~2.7 MiB for two credentials' forms).
         self._ac = (
-            BytesAhoCorasick(ordered, matchkind=MatchKind.LeftmostLongest) if ordered else None
+            BytesAhoCorasick(
+                ordered, matchkind=MatchKind.LeftmostLongest, implementation=CONTIGUOUS_NFA
+            )
+            if ordered
+            else None
         )
         self.spacey = any(p.translate(None, WHITESPACE) != p for p in ordered)
 
@@ -146,21 +153,53 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+Forms = tuple[frozenset[bytes], frozenset[bytes]]  # literal forms, lowercase hex forms
+
+
+def search_forms(values: Iterable[str]) -> Forms:
+    """What a `Redactor` of `values` searches for: their literal forms and their hex."""
+    literal: set[bytes] = set()
+    hexes: set[bytes] = set()
+    for v in values:
+        raw = v.encode("utf-8", "surrogateescape")
+        if raw:
+            literal |= literal_forms(raw)
+            hexes.add(binascii.hexlify(raw))
+    return frozenset(literal), frozenset(hexes)
+
+
 class Redactor:
     """Finds and replaces every form of a fixed set of values, and of values of a `Shape`."""
 
     def __init__(self, values: Iterable[str], *, shapes: tuple[Shape, ...] = ()) -> None:
-        literal: set[bytes] = set()
-        hexes: set[bytes] = set()
-        for v in values:
-            raw = v.encode("utf-8", "surrogateescape")
-            if raw:
-                literal |= literal_forms(raw)
-                hexes.add(binascii.hexlify(raw))
-        self._literal = _Automaton(literal)
-        self._hex = _Automaton(hexes)  # searched in lowercased data: hex in any letter case
+        self._parts: tuple[tuple[_Automaton, _Automaton], ...] = ()
+        self.forms = search_forms(values)
+        literal, hexes = self.forms
+        # Automata in pairs: the literal forms, and hex searched in lowercased data (any letter
+        # case). One pair, except in a redactor `combined` from others' pairs.
+        if literal:
+            self._parts = ((_Automaton(literal), _Automaton(hexes)),)
         self._shapes = shapes
         self._empty = not literal and not shapes
+
+    @classmethod
+    def of_forms(cls, forms: Forms) -> Redactor:
+        """A redactor for what `search_forms` gave (of several redactors' values, say)."""
+        out = cls([])
+        out.forms = forms
+        if forms[0]:
+            out._parts = ((_Automaton(forms[0]), _Automaton(forms[1])),)
+            out._empty = False
+        return out
+
+    @classmethod
+    def combined(cls, redactors: Iterable[Redactor], *, shapes: tuple[Shape, ...]) -> Redactor:
+        """A redactor for the values of all of `redactors` and for `shapes`, reusing their
+        automata (nothing is rebuilt)."""
+        out = cls([], shapes=shapes)
+        out._parts = tuple(part for r in redactors for part in r._parts)
+        out._empty = not out._parts and not shapes
+        return out
 
     def found(self, data: bytes) -> bool:
         """True if any view of `data` holds any form of any value."""
@@ -198,16 +237,19 @@ class Redactor:
 
     def _in_view(self, view: bytes) -> bool:
         squeezed = view.translate(None, WHITESPACE)
-        if self._literal.found(squeezed) or (self._literal.spacey and self._literal.found(view)):
-            return True
+        for literal, _ in self._parts:
+            if literal.found(squeezed) or (literal.spacey and literal.found(view)):
+                return True
         lowered = squeezed.lower()
-        if self._hex.found(lowered):
+        if any(hexed.found(lowered) for _, hexed in self._parts):
             return True
         return any(shape.found(view, squeezed, lowered) for shape in self._shapes)
 
     def _in_place(self, data: bytes) -> tuple[bytes, int]:
         lowered = data.lower()  # ASCII-only, so offsets are those of `data`
-        spans = self._literal.spans(data) + self._hex.spans(lowered)
+        spans = []
+        for literal, hexed in self._parts:
+            spans += literal.spans(data) + hexed.spans(lowered)
         for shape in self._shapes:
             spans += shape.spans(data, lowered)
         if not spans:
@@ -220,6 +262,15 @@ class Redactor:
             last = end
         out.append(data[last:])
         return b"".join(out), len(merged)
+
+
+def found_by_any(data: bytes, redactors: Iterable[Redactor]) -> bool:
+    """True if any view of `data` holds a value one of `redactors` knows: each view is made once
+    and searched by each redactor (`Redactor.found` of each would make them all again)."""
+    active = [r for r in redactors if not r._empty]
+    if not active or not data:  # no form of a value is empty: empty data holds none
+        return False
+    return any(r._in_view(view) for view in views(data) for r in active)
 
 
 async def offload(fn: Callable[[bytes], T], data: bytes) -> T:

@@ -18,11 +18,14 @@ from __future__ import annotations
 from multidict import CIMultiDict
 
 from turret.auth import TOKEN_ALPHABET, TOKEN_BODY_LENGTH, TOKEN_PREFIX
-from turret.echo import THRESHOLD, Redactor, offload, wire_bytes
+from turret.echo import THRESHOLD, Redactor, found_by_any, offload, wire_bytes
 from turret.shapes import Shape
 
 # The token in the standard base64 alphabet (`+` and `/` for `-` and `_`) is the same 32 bytes.
 TOKEN_SHAPE = Shape(TOKEN_PREFIX.encode(), TOKEN_ALPHABET.encode(), TOKEN_BODY_LENGTH, also=b"+/")
+
+
+GENERATION = 64  # tokens in the largest generation: bounds the automata one token rebuilds
 
 
 class TokenGuard:
@@ -31,19 +34,32 @@ class TokenGuard:
 
     def __init__(self) -> None:
         self._tokens: set[str] = set()
+        # Generations of remembered tokens, merged as a binary counter's digits carry (sizes 8,
+        # 4, 1 for 13 tokens) up to GENERATION tokens, each searched by its own automata:
+        # remembering a token builds its own and now and then a merged one, at most one
+        # generation's worth; never one for every token each time (that took seconds at a few
+        # hundred tokens, with the event loop stalled). n / GENERATION + 7 of them are searched.
+        self._generations: list[tuple[int, Redactor]] = []
         self.redactor = Redactor([], shapes=(TOKEN_SHAPE,))
 
     def remember(self, token: str) -> None:
         """Guard `token` by value too (a token of another form would not match the shape), and
         its random part alone: without the well-known prefix it is still the token."""
-        if token not in self._tokens:
-            self._tokens |= {token, token.removeprefix(TOKEN_PREFIX)}
-            self.redactor = Redactor(self._tokens, shapes=(TOKEN_SHAPE,))
+        if token in self._tokens:
+            return
+        self._tokens |= {token, token.removeprefix(TOKEN_PREFIX)}
+        gens = self._generations
+        gens.append((1, Redactor({token, token.removeprefix(TOKEN_PREFIX)})))
+        while len(gens) > 1 and gens[-1][0] == gens[-2][0] < GENERATION:
+            (n, newer), (_, older) = gens.pop(), gens.pop()
+            literal, hexes = older.forms[0] | newer.forms[0], older.forms[1] | newer.forms[1]
+            gens.append((2 * n, Redactor.of_forms((literal, hexes))))
+        self.redactor = Redactor.combined((r for _, r in gens), shapes=(TOKEN_SHAPE,))
 
 
 def carries(data: bytes, guards: tuple[Redactor, ...]) -> bool:
     """True if any view of `data` holds a value one of `guards` knows."""
-    return any(guard.found(data) for guard in guards)
+    return found_by_any(data, guards)
 
 
 async def carries_async(data: bytes, guards: tuple[Redactor, ...]) -> bool:

@@ -30,12 +30,16 @@ class Scrubber:
         if not self._needed:
             self._needed = None
 
-    def __call__(self, text: str) -> str:
+    def needed(self) -> bool:
+        """True if what the agent sent holds a secret, so recorded strings must be scrubbed.
+        Checked on first use, after authentication has added the caller's own token."""
         if self._needed is None:
-            # Checked on first use, after authentication has added the caller's own token.
             guards = (self._redactor, self._tokens.redactor)
             self._needed = carries(b"\n".join(self._sent), guards)
-        return scrub(text, self._redactor, self._tokens) if self._needed else text
+        return self._needed
+
+    def __call__(self, text: str) -> str:
+        return scrub(text, self._redactor, self._tokens) if self.needed() else text
 
 
 def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:

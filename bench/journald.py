@@ -1,0 +1,112 @@
+"""`python -m bench.journald`: what an audit record costs with journald, next to the file sink.
+
+Production audits to journald (`JournalSink`, systemd-python's `journal.send` over the journal's
+socket). The host here runs no journald, so this boots a real systemd in a container with the
+e2e machinery (`tests/e2e/nspawn_machine.py`: needs root and a cached root filesystem) and times
+`Auditor.record` there, a typical decision record at a time, with `JournalSink` and with
+`LineSink` to a file, in alternating rounds. Prints µs per record (median of the rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.e2e.nspawn_machine import (
+    REPO,
+    SRC_IN_MACHINE,
+    VENV_IN_MACHINE,
+    booted,
+    missing_prerequisites,
+    rootfs,
+    venv,
+)
+
+CACHE = Path(os.environ.get("TURRET_E2E_CACHE", Path.home() / ".cache" / "turret-e2e"))
+# Runs inside the machine, on Turret's own sinks; prints one JSON line.
+PROBE = """
+import json, statistics, sys, time
+from turret.audit import Auditor, JournalSink, LineSink
+from turret.records import Event
+records, rounds = int(sys.argv[1]), int(sys.argv[2])
+fields = {
+    "TURRET_REQUEST_ID": "3051464eaa2b3d4f", "TURRET_METHOD": "GET",
+    "TURRET_PATH": "/api/items/42", "TURRET_SERVICE": "bench", "TURRET_AGENT": "bench-agent",
+    "TURRET_DECISION": "allow", "TURRET_REASON": "GET /api/items/* on bench granted",
+    "TURRET_RULE": "agents.bench-agent.proxy[0]", "TURRET_STATUS": None,
+}
+message = "bench-agent: allow - GET /api/items/* on bench granted"
+sinks = {"journald": Auditor(JournalSink()), "file": Auditor(LineSink.open("/var/tmp/a.jsonl"))}
+out = {name: [] for name in sinks}
+for _ in range(rounds):
+    for name, auditor in sinks.items():
+        started = time.perf_counter()
+        for _ in range(records):
+            auditor.record(Event.DECISION, message, fields)
+        out[name].append((time.perf_counter() - started) / records * 1e6)
+print(json.dumps({k: {"median_us": statistics.median(v), "runs_us": v} for k, v in out.items()}))
+"""
+CHECK = """
+import json, subprocess, sys
+out = subprocess.run(
+    ["journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=turret", "TURRET_EVENT=decision"],
+    capture_output=True, text=True, check=True,
+).stdout
+records = [json.loads(line) for line in out.splitlines() if line.strip()]
+fields = ("MESSAGE", "MESSAGE_ID", "PRIORITY", "TURRET_RULE", "TURRET_PATH")
+complete = all(all(f in r for f in fields) for r in records)
+print(json.dumps({"count": len(records), "complete": complete}))
+"""
+
+
+def measure(
+    records: int, rounds: int, image: tuple[Path, Path] | None = None
+) -> dict[str, dict[str, object]]:
+    """µs per record for each sink, measured in a container booted from `image` (root
+    filesystem and venv; default: the e2e cache); and whether every record reached the journal
+    whole (`journal`)."""
+    missing = missing_prerequisites()
+    if missing:
+        raise RuntimeError("cannot boot a systemd container here; missing: " + ", ".join(missing))
+    root, env = image or (rootfs(CACHE), venv(CACHE))
+    with tempfile.TemporaryDirectory(prefix="turret-journald-") as tmp:
+        (Path(tmp) / "probe.py").write_text(PROBE)
+        (Path(tmp) / "check.py").write_text(CHECK)
+        binds = [
+            (env, VENV_IN_MACHINE, True),
+            (REPO / "turret", f"{SRC_IN_MACHINE}/turret", True),
+            (Path(tmp), "/bench", True),
+        ]
+        name = f"turret-bench-journald-{os.getpid()}"
+        with booted(name, root, binds, Path(tmp) / "console.log") as machine:
+            python = f"{VENV_IN_MACHINE}/bin/python"
+            result = machine.run(python, "/bench/probe.py", str(records), str(rounds), timeout=600)
+            machine.run("journalctl", "--flush", "--sync")
+            check = machine.run(python, "/bench/check.py")
+    figures: dict[str, dict[str, object]] = json.loads(result.stdout.strip().splitlines()[-1])
+    # Every record must have reached the journal whole, or the timing means nothing.
+    figures["journal"] = json.loads(check.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the per-record cost of each sink."""
+    p = argparse.ArgumentParser(prog="python -m bench.journald", description=__doc__)
+    p.add_argument("--records", type=int, default=5000, help="records per round (default 5000)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per sink (default 5)")
+    args = p.parse_args(argv)
+    figures = measure(args.records, args.rounds)
+    journal = figures.pop("journal")
+    print(f"records in the journal: {journal['count']}, every field present: {journal['complete']}")
+    for sink, f in figures.items():
+        runs = ", ".join(f"{r:.1f}" for r in f["runs_us"])  # type: ignore[attr-defined]
+        print(f"{sink}: {f['median_us']:.1f} µs per record (rounds: {runs})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
