@@ -15,23 +15,28 @@ from turret import admin
 from turret.deadman import record_checkin
 from turret.errors import BadRequest
 from turret.httpserver import peer_credentials
-from turret.metrics import CONTENT_TYPE, registry_for, render
 from turret.records import NOTICE, Event
 from turret.state import by_uid
 
 if TYPE_CHECKING:
-    from turret.web.admin import AdminView
+    from prometheus_client import CollectorRegistry
 
+    from turret.web.admin import AdminView
 
 
 def add_routes(app: web.Application, view: AdminView) -> None:
     """Add the operations routes to the admin app over `view`, with a metrics registry of its
-    own."""
-    registry = registry_for(view)
+    own, made at the first scrape: prometheus-client is imported only by a Turret that is
+    scraped, so a plain one starts (and idles) without it."""
+    registries: list[CollectorRegistry] = []
 
     async def metrics(request: web.Request) -> web.Response:
-        body = render(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+        from turret import metrics as exposition  # noqa: PLC0415 - lazily, see above
+
+        if not registries:
+            registries.append(exposition.registry_for(view))
+        body = exposition.render(registries[0])
+        return web.Response(body=body, headers={"Content-Type": exposition.CONTENT_TYPE})
 
     async def checkin(request: web.Request) -> web.Response:
         return await _checkin(request, view)
