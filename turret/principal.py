@@ -31,6 +31,7 @@ class Peer:
     uid: int | None
     gid: int | None
     unit: str | None = None  # the peer's systemd unit, where it could be resolved
+    user_unit: str | None = None  # its unit in its user manager (user@UID.service), if any
 
 
 class Restriction(Protocol):

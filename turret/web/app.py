@@ -14,10 +14,12 @@ from aiohttp.resolver import DefaultResolver
 
 from turret.audit import Auditor
 from turret.connector import ResolverFactory, SessionPool
+from turret.containment import ContainmentSource
 from turret.counters import CountingRecorder, RequestCounters
 from turret.errors import AuditUnavailable
 from turret.exfil import TokenGuard
-from turret.httpserver import handler_args
+from turret.httpserver import PEER_IDENTITY, handler_args
+from turret.peerid import SystemdUnits, identify
 from turret.pipeline.request import Context, record_flood_summary
 from turret.pipeline.tokens import prune_expired
 from turret.ratelimit import AgentLimiter, FloodGate
@@ -41,6 +43,7 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     state: StateStore | None = None,
     wall: Callable[[], float] = time.time,
+    units: ContainmentSource | None = None,
 ) -> web.Application:
     """The Turret application; the upstream client sessions live as long as the app.
 
@@ -48,7 +51,9 @@ def create_app(
     the rate limits, `wall` (seconds since the epoch) the expiry of tokens. `state` (the
     store) holds derived tokens and the operator's switches (seal, revocations); without it,
     minting a token answers 503 and nothing can be sealed or revoked. The server limits of the
-    config the app starts with apply until restart.
+    config the app starts with apply until restart. Each unix connection's peer is read as it
+    opens (`turret.peerid`); `units` says how contained a caller's unit is (by default,
+    `systemctl show`).
     """
     app = web.Application(
         middlewares=[error_middleware],
@@ -57,8 +62,10 @@ def create_app(
     counters = app[COUNTERS] = RequestCounters()
     recorder = CountingRecorder(auditor, counters, time.time)
     app[CONTEXT] = Context(
-        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall
-    )
+        holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall,
+        units=units or SystemdUnits(),
+    )  # fmt: skip
+    app[PEER_IDENTITY] = identify
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
