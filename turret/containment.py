@@ -1,12 +1,18 @@
-"""Pure: how well the caller's systemd unit is contained, from its properties.
+"""Pure: how well the caller is contained, from what the kernel says of its process and what
+systemd says of its unit.
 
-A unit is `contained` when it cannot reach the network around Turret and cannot read Turret's
-credentials: it has no network (`PrivateNetwork=yes` in a namespace of its own, or
-`IPAddressDeny=any` with nothing allowed, or no internet or packet socket families allowed), it
-can gain no privilege (`NoNewPrivileges=yes`), and it runs neither as root nor as Turret's own
-user nor with capabilities that read any file. Anything else is `uncontained`, with the
-properties to change (`gaps`); a unit whose properties could not be read is `unknown`. The
-properties come from `systemctl show` (`turret.peerid`).
+A caller is `contained` when it cannot reach the network around Turret and cannot read Turret's
+credentials: it has no network (a network namespace with no interface but `lo`, as
+`PrivateNetwork=yes` makes; or, by its unit's properties, `IPAddressDeny=any` with nothing
+allowed, or no internet or packet socket family), it can gain no privilege (`NoNewPrivs`), and
+it runs neither as root nor as Turret's own user nor with capabilities that read any file.
+Anything else is `uncontained`, with the systemd properties to change (`gaps`); a caller of
+which nothing could be read is `unknown`.
+
+The process's facts (`/proc/PID/status`, `/proc/PID/net/dev`) are read at accept with the
+peer (`turret.peerid`), so they are the running process's, whatever its unit file says now. The
+unit's properties come from `systemctl show`, where systemd answers Turret at all (dbus-daemon
+refuses connections from a DynamicUser= service: then only the process's facts count).
 """
 
 from __future__ import annotations
@@ -35,6 +41,40 @@ _READ_ANYTHING = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class ProcessFacts:
+    """What the kernel shows of the peer process: its network interfaces (in its network
+    namespace), `NoNewPrivs`, and its permitted, effective and ambient capabilities."""
+
+    interfaces: frozenset[str]
+    no_new_privs: bool
+    capabilities: int  # CapPrm | CapEff | CapAmb
+
+
+# Capability bits (linux/capability.h) that read any file or another process's memory.
+_READ_ANYTHING_BITS = (1 << 1) | (1 << 2) | (1 << 19) | (1 << 21)
+
+
+def process_facts(status: str | None, net_dev: str | None) -> ProcessFacts | None:
+    """The facts of `/proc/PID/status` and `/proc/PID/net/dev` texts; None if either is missing
+    or not as the kernel writes it."""
+    if status is None or net_dev is None:
+        return None
+    fields = dict(line.partition(":")[::2] for line in status.splitlines())
+    try:
+        caps = 0
+        for name in ("CapPrm", "CapEff", "CapAmb"):
+            caps |= int(fields[name].strip(), 16)
+        no_new_privs = fields["NoNewPrivs"].strip() == "1"
+    except (KeyError, ValueError):
+        return None
+    lines = net_dev.splitlines()
+    if len(lines) < 2 or "|" not in lines[0]:
+        return None
+    interfaces = frozenset(line.partition(":")[0].strip() for line in lines[2:] if ":" in line)
+    return ProcessFacts(interfaces, no_new_privs, caps)
+
+
 class Level(enum.Enum):
     """A containment level, as the audit records it (`TURRET_CONTAINMENT`)."""
 
@@ -56,17 +96,20 @@ class Containment:
             return None
         if self.level is Level.UNKNOWN or not self.gaps:
             return f"the containment of the calling unit {unit or '(none)'} is not known"
-        return f"the calling unit {unit} is not contained: {self.gaps[0]}"
+        return f"the calling unit {unit or '(none)'} is not contained: {self.gaps[0]}"
 
 
 UNKNOWN = Containment(Level.UNKNOWN)
 
 
 class ContainmentSource(Protocol):
-    """How the pipeline asks for a unit's containment (`turret.peerid.SystemdUnits`)."""
+    """How the pipeline asks for a caller's containment (`turret.peerid.SystemdUnits`)."""
 
-    async def containment(self, unit: str, uid: int | None) -> Containment:
-        """The containment of `unit`, whose process connected with `uid`."""
+    async def containment(
+        self, unit: str | None, uid: int | None, facts: ProcessFacts | None
+    ) -> Containment:
+        """The containment of a caller in `unit` that connected as `uid`, its process's
+        `facts` read at accept."""
 
 
 def parse_show(text: str) -> dict[str, str]:
@@ -95,10 +138,15 @@ def _denies_everything(value: str) -> bool:
     return all(words & forms for forms in _EVERYTHING.values())
 
 
-def network_gap(props: Mapping[str, str]) -> str | None:
-    """The property that lets the unit reach the network around Turret, None if nothing does."""
+def network_gap(props: Mapping[str, str] | None, facts: ProcessFacts | None = None) -> str | None:
+    """The property that lets the caller reach the network around Turret, None if nothing does."""
+    if facts is not None and facts.interfaces <= {"lo"}:
+        return None  # a network namespace with nothing in it but its own loopback
+    props = props or {}
     own_netns = props.get("NetworkNamespacePath", "") == ""
-    if props.get("PrivateNetwork") == "yes" and own_netns:
+    # A private network by the unit's word only counts when the process's own interfaces could
+    # not be read: otherwise they have just said there is a network.
+    if facts is None and props.get("PrivateNetwork") == "yes" and own_netns:
         return None
     if _no_network_families(props.get("RestrictAddressFamilies", "")):
         return None
@@ -107,18 +155,34 @@ def network_gap(props: Mapping[str, str]) -> str | None:
     return "PrivateNetwork" if own_netns else "NetworkNamespacePath"
 
 
-def assess(props: Mapping[str, str], uid: int | None, turret_uid: int) -> Containment:
-    """The containment of a unit with properties `props` whose process connected as `uid`."""
-    if props.get("LoadState") != "loaded" or uid is None:
+def assess(
+    props: Mapping[str, str] | None,
+    uid: int | None,
+    turret_uid: int,
+    facts: ProcessFacts | None = None,
+) -> Containment:
+    """The containment of a caller that connected as `uid`, from its unit's properties
+    `props` (None: systemd did not say) and its process's `facts` (None: not readable)."""
+    if props is not None and props.get("LoadState") != "loaded":
+        props = None  # not a unit systemd knows: its word on it is nothing
+    if uid is None or (props is None and facts is None):
         return UNKNOWN
     gaps = []
-    network = network_gap(props)
+    network = network_gap(props, facts)
     if network is not None:
         gaps.append(network)
-    if props.get("NoNewPrivileges") != "yes":
+    no_new_privs = facts.no_new_privs if facts else (props or {}).get("NoNewPrivileges") == "yes"
+    if not no_new_privs:
         gaps.append("NoNewPrivileges")
     if uid in (0, turret_uid):
         gaps.append("User")  # root, or Turret's own user: its credentials are readable
-    if _READ_ANYTHING & set(props.get("AmbientCapabilities", "").split()):
-        gaps.append("AmbientCapabilities")
+    if _reads_anything(props, facts):
+        # a root process has them from its bounding set, another from its ambient set
+        gaps.append("CapabilityBoundingSet" if uid == 0 else "AmbientCapabilities")
     return Containment(Level.UNCONTAINED, tuple(gaps)) if gaps else Containment(Level.CONTAINED)
+
+
+def _reads_anything(props: Mapping[str, str] | None, facts: ProcessFacts | None) -> bool:
+    if facts is not None:
+        return bool(facts.capabilities & _READ_ANYTHING_BITS)
+    return bool(_READ_ANYTHING & set((props or {}).get("AmbientCapabilities", "").split()))

@@ -6,7 +6,8 @@ over a pidfd of the connecting process, and the cgroup read by pid is the peer's
 has not exited after the read (a pid is not reused while its process lives); without it, the
 pid's start time must be the same before and after the read and no later than the accept. The
 parsing is pure, in `turret.peers`. `SystemdUnits` reads a unit's properties with `systemctl
-show`, cached per unit, for the containment report (`turret.containment`).
+show`, cached per unit, for the containment report (`turret.containment`), with what the kernel
+shows of the peer process's confinement, read with its cgroup.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from turret.containment import PROPERTIES, UNKNOWN, Containment, assess, parse_show
+from turret.containment import (
+    PROPERTIES,
+    Containment,
+    ProcessFacts,
+    assess,
+    parse_show,
+    process_facts,
+)
 from turret.peers import cgroup_root, same_process, start_ticks, unit_of_cgroup
 from turret.principal import Peer
 
@@ -75,23 +83,27 @@ def read_proc(pid: int, name: str) -> str | None:
 ProcReader = Callable[[int, str], str | None]
 
 
-def cgroup_of(
+PEER_FILES = ("cgroup", "status", "net/dev")
+
+
+def peer_files(
     pid: int, pidfd: int | None, accepted: int, read: ProcReader = read_proc
-) -> str | None:
-    """The `/proc/PID/cgroup` text of the process that connected, None if it cannot be read or
-    the pid may no longer be that process."""
+) -> dict[str, str | None] | None:
+    """The `PEER_FILES` of `/proc/PID` of the process that connected (each None if it cannot be
+    read); None if the pid may no longer be that process."""
     if pidfd is not None:
-        text = read(pid, "cgroup")
-        return None if _exited(pidfd) else text
+        texts = {name: read(pid, name) for name in PEER_FILES}
+        return None if _exited(pidfd) else texts
     before = start_ticks(read(pid, "stat") or "")
-    text = read(pid, "cgroup")
+    texts = {name: read(pid, name) for name in PEER_FILES}
     after = start_ticks(read(pid, "stat") or "")
-    return text if same_process(before, after, accepted) else None
+    return texts if same_process(before, after, accepted) else None
 
 
 def identify(sock: socket.socket, root: str | None = None) -> Peer | None:
     """The peer of a unix stream socket (None for any other socket): SO_PEERCRED, and the unit
-    its cgroup names where that can be read without a race."""
+    its cgroup names and what the kernel shows of its confinement, where these can be read
+    without a race."""
     if sock.family != socket.AF_UNIX:
         return None
     accepted = boot_ticks()
@@ -102,13 +114,16 @@ def identify(sock: socket.socket, root: str | None = None) -> Peer | None:
         return None
     pidfd = _peer_pidfd(sock)
     try:
-        text = cgroup_of(pid, pidfd, accepted) if pid > 0 else None
+        texts = peer_files(pid, pidfd, accepted) if pid > 0 else None
     finally:
         if pidfd is not None:
             os.close(pidfd)
-    found = unit_of_cgroup(text, own_root() if root is None else root) if text else None
+    texts = texts or {}
+    cgroup = texts.get("cgroup")
+    found = unit_of_cgroup(cgroup, own_root() if root is None else root) if cgroup else None
     unit, user_unit = (found.unit, found.user_unit) if found else (None, None)
-    return Peer(pid, uid, gid, unit, user_unit)
+    facts = process_facts(texts.get("status"), texts.get("net/dev"))
+    return Peer(pid, uid, gid, unit, user_unit, facts)
 
 
 @dataclass
@@ -133,10 +148,13 @@ class SystemdUnits:
         self._uid = os.getuid() if turret_uid is None else turret_uid
         self._cache: dict[str, _Cached] = {}
 
-    async def containment(self, unit: str, uid: int | None) -> Containment:
-        """The containment of `unit`, whose process connected as `uid`."""
-        props = await self.properties(unit)
-        return UNKNOWN if props is None else assess(props, uid, self._uid)
+    async def containment(
+        self, unit: str | None, uid: int | None, facts: ProcessFacts | None
+    ) -> Containment:
+        """The containment of a caller in `unit` that connected as `uid`, with its process's
+        `facts`."""
+        props = await self.properties(unit) if unit is not None else None
+        return assess(props, uid, self._uid, facts)
 
     async def properties(self, unit: str) -> dict[str, str] | None:
         """`unit`'s containment properties (cached), None if systemctl could not say."""
@@ -151,19 +169,21 @@ class SystemdUnits:
             proc = await asyncio.create_subprocess_exec(
                 self._systemctl, "show", "--no-pager", "-p", ",".join(PROPERTIES), "--", unit,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
         except OSError:
             log.warning("systemctl not available: the containment of %s is unknown", unit)
             return None
         try:
             async with asyncio.timeout(5):
-                out, _ = await proc.communicate()
+                out, err = await proc.communicate()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
             return None
         if proc.returncode != 0:
+            problem = err.decode("utf-8", errors="replace").strip().splitlines()[:1]
+            log.warning("systemctl show %s failed (%s): %s", unit, proc.returncode, problem)
             return None
         return parse_show(out.decode("utf-8", errors="replace"))

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from turret.containment import ProcessFacts
 from turret.model import Action, Agent
 
 
@@ -32,6 +33,7 @@ class Peer:
     gid: int | None
     unit: str | None = None  # the peer's systemd unit, where it could be resolved
     user_unit: str | None = None  # its unit in its user manager (user@UID.service), if any
+    sandbox: ProcessFacts | None = None  # what the kernel shows of its confinement
 
 
 class Restriction(Protocol):

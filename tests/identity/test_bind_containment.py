@@ -12,9 +12,11 @@ from turret.containment import (
     UNKNOWN,
     Containment,
     Level,
+    ProcessFacts,
     assess,
     network_gap,
     parse_show,
+    process_facts,
 )
 from turret.peerid import SystemdUnits
 
@@ -156,14 +158,16 @@ async def test_systemd_units_reads_systemctl_show_once_per_ttl(tmp_path: Path) -
     systemctl, log = fake_systemctl(tmp_path, body)
     clock = Clock()
     units = SystemdUnits(ttl=10, clock=clock, systemctl=systemctl, turret_uid=TURRET_UID)
-    assert await units.containment("a.service", AGENT_UID) == Containment(Level.CONTAINED)
-    assert await units.containment("a.service", 0) == Containment(Level.UNCONTAINED, ("User",))
+    assert await units.containment("a.service", AGENT_UID, None) == Containment(Level.CONTAINED)
+    assert await units.containment("a.service", 0, None) == Containment(
+        Level.UNCONTAINED, ("User",)
+    )
     clock.now = 9.9
-    await units.containment("a.service", AGENT_UID)
+    await units.containment("a.service", AGENT_UID, None)
     assert len(log.read_text().splitlines()) == 1  # cached
-    await units.containment("b.service", AGENT_UID)
+    await units.containment("b.service", AGENT_UID, None)
     clock.now = 10.0
-    await units.containment("a.service", AGENT_UID)
+    await units.containment("a.service", AGENT_UID, None)
     calls = log.read_text().splitlines()
     assert len(calls) == 3
     # the unit name comes after "--": a name can never be read as an option
@@ -177,6 +181,105 @@ async def test_systemd_units_unknown_when_systemctl_fails_or_is_missing(tmp_path
     script = failing / "systemctl"
     script.write_text("#!/bin/sh\necho PrivateNetwork=yes\nexit 1\n")
     script.chmod(0o755)
-    assert await SystemdUnits(systemctl=str(script)).containment("a.service", 1) == UNKNOWN
+    assert await SystemdUnits(systemctl=str(script)).containment("a.service", 1, None) == UNKNOWN
     missing = SystemdUnits(systemctl=str(tmp_path / "nowhere" / "systemctl"))
-    assert await missing.containment("a.service", 1) == UNKNOWN
+    assert await missing.containment("a.service", 1, None) == UNKNOWN
+
+
+NET_DEV_HEAD = (
+    "Inter-|   Receive                            |  Transmit\n"
+    " face |bytes    packets errs drop fifo frame|bytes    packets errs drop fifo colls\n"
+)
+LO_ONLY = NET_DEV_HEAD + "    lo:       0       0    0    0    0     0        0       0    0    0\n"
+WITH_ETH = LO_ONLY + "  eth0: 1234      10    0    0    0     0      567       5    0    0\n"
+
+
+def status_text(nnp: str = "1", prm: str = "0", eff: str = "0", amb: str = "0") -> str:
+    return (
+        "Name:\tagent\nUid:\t1000\t1000\t1000\t1000\n"
+        f"CapInh:\t0000000000000000\nCapPrm:\t{prm:0>16}\nCapEff:\t{eff:0>16}\n"
+        f"CapBnd:\t00000000fcecbfff\nCapAmb:\t{amb:0>16}\nNoNewPrivs:\t{nnp}\nSeccomp:\t2\n"
+    )
+
+
+def test_process_facts_read_the_kernels_texts() -> None:
+    facts = process_facts(status_text(), LO_ONLY)
+    assert facts == ProcessFacts(frozenset({"lo"}), no_new_privs=True, capabilities=0)
+    facts = process_facts(status_text("0", prm="4", amb="80000"), WITH_ETH)
+    assert facts == ProcessFacts(frozenset({"lo", "eth0"}), False, 0x80004)
+    assert process_facts(status_text(), NET_DEV_HEAD) == ProcessFacts(frozenset(), True, 0)
+
+
+@pytest.mark.parametrize(
+    ("status", "net_dev"),
+    [
+        (None, LO_ONLY),
+        (status_text(), None),
+        ("Name:\tx\n", LO_ONLY),  # fields missing
+        (status_text(eff="zz"), LO_ONLY),
+        (status_text(), "lo: 0 0\n"),  # not /proc/net/dev's header
+        ("", ""),
+    ],
+)
+def test_process_facts_of_what_the_kernel_did_not_write_is_none(
+    status: str | None, net_dev: str | None
+) -> None:
+    assert process_facts(status, net_dev) is None
+
+
+SEALED = ProcessFacts(frozenset({"lo"}), no_new_privs=True, capabilities=0)
+ON_NET = ProcessFacts(frozenset({"lo", "eth0"}), no_new_privs=True, capabilities=0)
+
+
+@pytest.mark.parametrize(
+    ("props", "facts", "expected"),
+    [
+        # the process's own facts, when systemd did not answer
+        (None, SEALED, Containment(Level.CONTAINED)),
+        (None, ON_NET, Containment(Level.UNCONTAINED, ("PrivateNetwork",))),
+        (None, ProcessFacts(frozenset(), True, 0), Containment(Level.CONTAINED)),
+        (
+            None,
+            ProcessFacts(frozenset({"lo"}), False, 0),
+            Containment(Level.UNCONTAINED, ("NoNewPrivileges",)),
+        ),
+        # CAP_DAC_READ_SEARCH permitted (it could raise it), CAP_SYS_PTRACE ambient
+        (
+            None,
+            ProcessFacts(frozenset({"lo"}), True, 1 << 2),
+            Containment(Level.UNCONTAINED, ("AmbientCapabilities",)),
+        ),
+        (
+            None,
+            ProcessFacts(frozenset({"lo"}), True, 1 << 19),
+            Containment(Level.UNCONTAINED, ("AmbientCapabilities",)),
+        ),
+        (None, ProcessFacts(frozenset({"lo"}), True, 1 << 10), Containment(Level.CONTAINED)),
+        # the unit's word that it has a private network does not outweigh the process's
+        # interfaces; its address filter or socket families, which /proc cannot show, do count
+        (CONTAINED, ON_NET, Containment(Level.UNCONTAINED, ("PrivateNetwork",))),
+        ({**OPEN, "IPAddressDeny": "any"}, ON_NET, Containment(Level.CONTAINED)),
+        ({**OPEN, "RestrictAddressFamilies": "AF_UNIX"}, ON_NET, Containment(Level.CONTAINED)),
+        # the kernel's NoNewPrivs over the unit's property
+        ({**CONTAINED, "NoNewPrivileges": "no"}, SEALED, Containment(Level.CONTAINED)),
+        # a unit systemd does not know: only the process's facts
+        (
+            {**OPEN, "LoadState": "not-found", "IPAddressDeny": "any"},
+            ON_NET,
+            Containment(Level.UNCONTAINED, ("PrivateNetwork",)),
+        ),
+        (None, None, UNKNOWN),
+    ],
+)
+def test_assess_with_the_process_facts(
+    props: dict[str, str] | None, facts: ProcessFacts | None, expected: Containment
+) -> None:
+    assert assess(props, AGENT_UID, TURRET_UID, facts) == expected
+
+
+def test_assess_root_with_capabilities_names_its_bounding_set() -> None:
+    every = ProcessFacts(frozenset({"lo"}), no_new_privs=True, capabilities=(1 << 41) - 1)
+    expected = Containment(Level.UNCONTAINED, ("User", "CapabilityBoundingSet"))
+    assert assess(None, 0, TURRET_UID, every) == expected
+    stripped = ProcessFacts(frozenset({"lo"}), no_new_privs=True, capabilities=0)
+    assert assess(None, 0, TURRET_UID, stripped) == Containment(Level.UNCONTAINED, ("User",))

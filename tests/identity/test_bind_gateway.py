@@ -148,21 +148,29 @@ async def test_bind_mismatch_is_charged_to_the_flood_gate(serve: Serve) -> None:
     assert (await served.agent("/v1/whoami", token=served.other_token))[0] == 200
 
 
-async def test_bind_require_contained_without_a_known_unit_is_refused(serve: Serve) -> None:
+async def test_bind_require_contained_refuses_this_test_process(serve: Serve) -> None:
+    # The test runs in no unit, with its host's network and no NoNewPrivs: the process's own
+    # facts say it is not contained.
     served = await serve("    require_contained: true\n")
     status, answer = await served.agent("/v1/whoami")
     assert status == 403 and answer["error"]["code"] == "not_contained"
-    assert "(none)" in answer["error"]["message"]
+    assert answer["error"]["message"].startswith("the calling unit (none) is not contained: ")
     record = last(served, TURRET_EVENT="decision")
-    assert record["TURRET_CONTAINMENT"] == "unknown" and record["TURRET_STATUS"] == "403"
+    assert record["TURRET_CONTAINMENT"] == "uncontained" and record["TURRET_STATUS"] == "403"
+    gaps = record["TURRET_CONTAINMENT_GAPS"].split(",")
+    assert answer["error"]["message"].endswith(gaps[0])
+    assert ("User" in gaps) is (OWN == 0)
+    # over TCP nothing is known of the caller: refused too
     status, answer = await served.agent("/v1/whoami", tcp=True)
     assert status == 403 and answer["error"]["code"] == "not_contained"
+    assert answer["error"]["message"] == "the containment of the calling unit (none) is not known"
+    assert last(served, TURRET_EVENT="decision")["TURRET_CONTAINMENT"] == "unknown"
 
 
 async def test_bind_unit_binding_records_containment_even_when_not_required(serve: Serve) -> None:
     served = await serve(f"    bind: [{{uid: {OWN}}}, {{unit: opencode.service}}]\n")
     assert (await served.agent("/v1/whoami"))[0] == 200
-    assert last(served, TURRET_EVENT="decision")["TURRET_CONTAINMENT"] == "unknown"
+    assert last(served, TURRET_EVENT="decision")["TURRET_CONTAINMENT"] != "contained"
 
 
 @needs_root

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from turret.peerid import PROC, SO_PEERPIDFD, _peer_pidfd, boot_ticks, cgroup_of, identify
+from turret.peerid import PROC, SO_PEERPIDFD, _peer_pidfd, boot_ticks, identify, peer_files
 from turret.principal import Peer
 
 SERVICE = "0::/system.slice/opencode.service\n"
@@ -65,23 +65,29 @@ class FakeProc:
         return self.files.get((pid, name))
 
 
-def test_cgroup_of_without_pidfd_checks_the_start_time_around_the_read() -> None:
+def cgroup(pid: int, pidfd: int | None, accepted: int, *read: FakeProc) -> str | None:
+    """The cgroup text `peer_files` read, None if it refused the pid."""
+    files = peer_files(pid, pidfd, accepted, *read)
+    return None if files is None else files["cgroup"]
+
+
+def test_peer_files_without_pidfd_checks_the_start_time_around_the_read() -> None:
     proc = FakeProc(77, start=100)
-    assert cgroup_of(77, None, 100, proc) == SERVICE
-    assert proc.reads == ["stat", "cgroup", "stat"]
-    assert cgroup_of(77, None, 500, proc) == SERVICE
+    assert cgroup(77, None, 100, proc) == SERVICE
+    assert proc.reads == ["stat", "cgroup", "status", "net/dev", "stat"]
+    assert cgroup(77, None, 500, proc) == SERVICE
     # a process started after the accept holds the pid now: not the peer
-    assert cgroup_of(77, None, 99, proc) is None
+    assert cgroup(77, None, 99, proc) is None
     # the process is gone (or hidden from Turret)
-    assert cgroup_of(78, None, 500, proc) is None
+    assert cgroup(78, None, 500, proc) is None
     proc.files[(77, "stat")] = "77 (agent) truncated"
-    assert cgroup_of(77, None, 500, proc) is None
+    assert cgroup(77, None, 500, proc) is None
 
 
 @pytest.mark.parametrize("moment", ["cgroup", "stat"])
-def test_cgroup_of_without_pidfd_refuses_a_pid_reused_between_the_reads(moment: str) -> None:
+def test_peer_files_without_pidfd_refuses_a_pid_reused_between_the_reads(moment: str) -> None:
     proc = FakeProc(77, start=100, reuse_at=moment)
-    assert cgroup_of(77, None, 500, proc) is None
+    assert cgroup(77, None, 500, proc) is None
 
 
 @pytest.fixture
@@ -97,25 +103,25 @@ def child() -> Iterator[subprocess.Popen[bytes]]:
     proc.stdin.close()
 
 
-def test_cgroup_of_with_a_live_pidfd_reads_the_cgroup(child: subprocess.Popen[bytes]) -> None:
+def test_peer_files_with_a_live_pidfd_reads_the_cgroup(child: subprocess.Popen[bytes]) -> None:
     pidfd = os.pidfd_open(child.pid)
     try:
         proc = FakeProc(child.pid, start=10**9)  # with a pidfd, the start time is not asked
-        assert cgroup_of(child.pid, pidfd, 0, proc) == SERVICE
-        assert proc.reads == ["cgroup"]
+        assert cgroup(child.pid, pidfd, 0, proc) == SERVICE
+        assert proc.reads == ["cgroup", "status", "net/dev"]
         real = (PROC / str(child.pid) / "cgroup").read_text()
-        assert cgroup_of(child.pid, pidfd, 0) == real
+        assert cgroup(child.pid, pidfd, 0) == real
     finally:
         os.close(pidfd)
 
 
-def test_cgroup_of_with_the_pidfd_of_an_exited_process_is_none(
+def test_peer_files_with_the_pidfd_of_an_exited_process_is_none(
     child: subprocess.Popen[bytes],
 ) -> None:
     pidfd = os.pidfd_open(child.pid)
     try:
         child.communicate(b"")  # it exits: its pid may now be anyone's
-        assert cgroup_of(child.pid, pidfd, boot_ticks(), FakeProc(child.pid, start=0)) is None
+        assert cgroup(child.pid, pidfd, boot_ticks(), FakeProc(child.pid, start=0)) is None
     finally:
         os.close(pidfd)
 

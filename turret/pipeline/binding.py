@@ -51,10 +51,10 @@ async def check_containment(
     if not (required or bindings_of(agent)):
         return
     unit = peer.unit if peer is not None else None
-    if peer is None or unit is None or units is None:
+    if peer is None or units is None:
         found = UNKNOWN
     else:
-        found = await units.containment(unit, peer.uid)
+        found = await units.containment(unit, peer.uid, peer.sandbox)
     fields["TURRET_CONTAINMENT"] = found.level.value
     fields["TURRET_CONTAINMENT_GAPS"] = ",".join(found.gaps) or None
     refusal = found.refusal(unit) if required else None
