@@ -147,13 +147,17 @@ class SystemdUnits:
         self._ttl, self._clock, self._systemctl = ttl, clock, systemctl
         self._uid = os.getuid() if turret_uid is None else turret_uid
         self._cache: dict[str, _Cached] = {}
+        self._warned: set[str] = set()  # units whose failure was logged: once each
 
     async def containment(
         self, unit: str | None, uid: int | None, facts: ProcessFacts | None
     ) -> Containment:
         """The containment of a caller in `unit` that connected as `uid`, with its process's
         `facts`."""
-        props = await self.properties(unit) if unit is not None else None
+        # A process alone in its network namespace needs no word from systemd on its network,
+        # the only thing its unit's properties could add to what the kernel showed.
+        sealed = facts is not None and facts.interfaces <= {"lo"}
+        props = await self.properties(unit) if unit is not None and not sealed else None
         return assess(props, uid, self._uid, facts)
 
     async def properties(self, unit: str) -> dict[str, str] | None:
@@ -183,7 +187,9 @@ class SystemdUnits:
             await proc.wait()
             return None
         if proc.returncode != 0:
-            problem = err.decode("utf-8", errors="replace").strip().splitlines()[:1]
-            log.warning("systemctl show %s failed (%s): %s", unit, proc.returncode, problem)
+            if unit not in self._warned:
+                self._warned.add(unit)
+                problem = err.decode("utf-8", errors="replace").strip().splitlines()[:1]
+                log.warning("systemctl show %s failed (%s): %s", unit, proc.returncode, problem)
             return None
         return parse_show(out.decode("utf-8", errors="replace"))

@@ -82,14 +82,15 @@ def bind_site(site: Site) -> Site:
 
 
 def call(
-    site: Site, agent: str, unit: str, user: str, *props: str, path: str = "/v1/whoami"
+    site: Site, agent: str, unit: str, user: str | None, *props: str, path: str = "/v1/whoami"
 ) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """`path` with `agent`'s token from a transient unit `unit` running as `user` (in
-    turret-agents, with the unit properties `props`): the status, the answer and the decision
-    record Turret wrote."""
+    """`path` with `agent`'s token from a transient unit `unit` running as `user` (None: as the
+    unit's properties say) in turret-agents, with the unit properties `props`: the status, the
+    answer and the decision record Turret wrote."""
     argv = [
         "systemd-run", "--quiet", "--wait", "--pipe", "--collect", f"--unit={unit}",
-        f"--uid={user}", "-p", "SupplementaryGroups=turret-agents", *(f"-p{p}" for p in props),
+        *([f"--uid={user}"] if user else []), "-p", "SupplementaryGroups=turret-agents",
+        *(f"-p{p}" for p in props),
         CALLER, UNIX, path,
     ]  # fmt: skip
     result = site.machine.run(*argv, stdin=TOKENS[agent] + "\n", check=False)
@@ -157,6 +158,15 @@ def test_e2e_bind_containment_of_a_contained_and_an_uncontained_unit(bind_site: 
     )
     assert record["TURRET_CONTAINMENT"] == "uncontained"
     assert record["TURRET_CONTAINMENT_GAPS"] == "PrivateNetwork,NoNewPrivileges"
+
+
+def test_e2e_bind_documented_agent_unit_is_contained(bind_site: Site) -> None:
+    # the NixOS example's agent unit: a dynamic user, no network, no privileges
+    props = ("DynamicUser=yes", *CONTAINED, "CapabilityBoundingSet=", "ProtectSystem=strict")
+    status, body, record = call(bind_site, "d", "sealed-in", None, *props)
+    assert status == 200, body
+    assert record["TURRET_CONTAINMENT"] == "contained"
+    assert int(str(record["TURRET_PEER_UID"])) >= 61184  # systemd's dynamic uid range
 
 
 def test_e2e_bind_containment_gaps_of_more_units(bind_site: Site) -> None:

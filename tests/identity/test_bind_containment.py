@@ -283,3 +283,14 @@ def test_assess_root_with_capabilities_names_its_bounding_set() -> None:
     assert assess(None, 0, TURRET_UID, every) == expected
     stripped = ProcessFacts(frozenset({"lo"}), no_new_privs=True, capabilities=0)
     assert assess(None, 0, TURRET_UID, stripped) == Containment(Level.UNCONTAINED, ("User",))
+
+
+async def test_systemd_units_not_asked_about_a_process_alone_in_its_netns(tmp_path: Path) -> None:
+    systemctl, log = fake_systemctl(tmp_path, "LoadState=loaded\nPrivateNetwork=no\n")
+    units = SystemdUnits(systemctl=systemctl, turret_uid=TURRET_UID)
+    assert await units.containment("a.service", AGENT_UID, SEALED) == Containment(Level.CONTAINED)
+    assert not log.exists()
+    # with a network, the unit's properties are asked: here they open nothing more
+    found = await units.containment("a.service", AGENT_UID, ON_NET)
+    assert found == Containment(Level.UNCONTAINED, ("PrivateNetwork",))
+    assert len(log.read_text().splitlines()) == 1

@@ -76,3 +76,35 @@ def test_bind_unit_of_a_group_is_checked_too(evaluate: ModuleEval) -> None:
     messages = evaluate("host.checks", bound_host("{ uid = 1000; }", "", groups))
     (message,) = messages["failedAssertions"]
     assert message.startswith('services.turret.settings.groups.llm.bind.unit = "ghost.service"')
+
+
+# The agent unit of the documented NixOS example (/work/notes/r2/bind.md): contained, bound.
+CONTAINED_AGENT = """
+  systemd.services.opencode = {
+    description = "opencode, an LLM agent that reaches the world only through Turret";
+    wantedBy = [ "multi-user.target" ];
+    serviceConfig = {
+      ExecStart = "/run/current-system/sw/bin/opencode serve";
+      DynamicUser = true;
+      SupplementaryGroups = [ "turret-agents" ];
+      PrivateNetwork = true;
+      NoNewPrivileges = true;
+      CapabilityBoundingSet = "";
+      AmbientCapabilities = "";
+      ProtectSystem = "strict";
+      ProtectHome = true;
+      PrivateTmp = true;
+      LoadCredential = [ "turret-token:/run/secrets/opencode/turret-token" ];
+    };
+  };
+"""
+
+
+def test_bind_documented_contained_agent_evaluates(evaluate: ModuleEval) -> None:
+    bind = '{ unit = "opencode.service"; }; require_contained = true'
+    source = bound_host(bind, CONTAINED_AGENT)
+    assert evaluate("host.checks", source)["failedAssertions"] == []
+    system = evaluate("host.system", source)
+    agent = rendered_config(system)["agents"]["bot"]
+    assert agent["bind"] == {"unit": "opencode.service"} and agent["require_contained"] is True
+    assert system["services"]["opencode"]["serviceConfig"]["PrivateNetwork"] is True
