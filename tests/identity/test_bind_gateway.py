@@ -191,3 +191,18 @@ async def test_bind_another_uid_is_refused_with_the_same_answer_as_tcp(serve: Se
     # and the agent bound to nobody is served to nobody
     status, _ = await as_user(NOBODY, served.agents_unix, served.other_token)
     assert status == 200
+
+
+async def test_bind_mismatch_says_nothing_about_an_expired_agent_token(serve: Serve) -> None:
+    served = await serve(f"    bind: {{uid: {OWN}}}\n    expires: 2001-01-01\n")
+    status, answer = await served.agent("/v1/whoami")
+    assert status == 401 and answer["error"]["code"] == "token_expired"
+    assert_mismatch(*await served.agent("/v1/whoami", tcp=True))
+
+
+async def test_bind_mismatch_on_an_unknown_endpoint_is_the_unknown_endpoint(serve: Serve) -> None:
+    # an unrouted request is refused as such: the wrong peer learns nothing more from it
+    served = await serve(f"    bind: {{uid: {OTHER}}}\n")
+    status, answer = await served.agent("/v1/nowhere")
+    assert status == 404 and answer["error"]["code"] == "not_found"
+    assert last(served, TURRET_EVENT="decision")["TURRET_PEER_UID"] == str(OWN)
