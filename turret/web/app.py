@@ -14,7 +14,6 @@ from aiohttp.resolver import DefaultResolver
 
 from turret.audit import Auditor
 from turret.connector import ResolverFactory, SessionPool
-from turret.containment import ContainmentSource
 from turret.counters import CountingRecorder, RequestCounters
 from turret.errors import AuditUnavailable
 from turret.exfil import TokenGuard
@@ -43,7 +42,6 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     state: StateStore | None = None,
     wall: Callable[[], float] = time.time,
-    units: ContainmentSource | None = None,
 ) -> web.Application:
     """The Turret application; the upstream client sessions live as long as the app.
 
@@ -52,8 +50,7 @@ def create_app(
     store) holds derived tokens and the operator's switches (seal, revocations); without it,
     minting a token answers 503 and nothing can be sealed or revoked. The server limits of the
     config the app starts with apply until restart. Each unix connection's peer is read as it
-    opens (`turret.peerid`); `units` says how contained a caller's unit is (by default,
-    `systemctl show`).
+    opens (`turret.peerid`), and a caller unit's properties come from `systemctl show`.
     """
     app = web.Application(
         middlewares=[error_middleware],
@@ -63,7 +60,7 @@ def create_app(
     recorder = CountingRecorder(auditor, counters, time.time)
     app[CONTEXT] = Context(
         holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall,
-        units=units or SystemdUnits(),
+        units=SystemdUnits(),
     )  # fmt: skip
     app[PEER_IDENTITY] = identify
     app[STATS] = Stats()
