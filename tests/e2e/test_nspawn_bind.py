@@ -213,7 +213,9 @@ def test_e2e_bind_what_each_hardening_option_lets_turret_see(
         assert status == 200
         assert (record["TURRET_PEER_UID"], record.get("TURRET_PEER_UNIT")) == (uid, unit)
         if unit is None:  # and so a unit-bound token cannot be used at all: fail closed
-            assert_mismatch(*call(bind_site, "a", "agent-a", "alice")[:2])
+            status, body, refused = call(bind_site, "a", "agent-a", "alice")
+            assert_mismatch(status, body)
+            assert "hidden by ProtectProc=" in str(refused["TURRET_REASON"])
     finally:
         m.path(DROP_IN).unlink()
         m.run("systemctl", "daemon-reload")

@@ -8,6 +8,7 @@ whatever did not match (uid, unit, transport): the audit record says which peer 
 
 from __future__ import annotations
 
+from turret.config.bind import OVERFLOW_UID
 from turret.containment import UNKNOWN, ContainmentSource
 from turret.errors import NotContained, PeerMismatch
 from turret.model import Agent
@@ -39,7 +40,20 @@ def binding_error(agent: Agent, peer: Peer | None) -> PeerMismatch | None:
     if peer is None:
         return PeerMismatch(MISMATCH, reason="a bound agent's token over TCP (no peer)")
     refusal = binding_refusal(bindings, peer.uid, peer.unit)
-    return PeerMismatch(MISMATCH, reason=refusal) if refusal is not None else None
+    if refusal is None:
+        return None
+    by_unit = any(b.units for b in bindings)
+    return PeerMismatch(MISMATCH, reason=refusal + _blind_spot(peer, by_unit=by_unit))
+
+
+def _blind_spot(peer: Peer, *, by_unit: bool) -> str:
+    """Hints for the operator when the peer looks like what Turret's own sandbox hides."""
+    hints = []
+    if peer.uid == OVERFLOW_UID:
+        hints.append("uid 65534: does Turret run with PrivateUsers=yes?")
+    if by_unit and peer.unit is None:
+        hints.append("no unit could be read: in none, or hidden by ProtectProc=")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 async def check_containment(
