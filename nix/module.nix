@@ -13,8 +13,13 @@ let
   inherit (lib)
     attrNames
     concatMap
+    elemAt
     filter
     hasPrefix
+    hasSuffix
+    isAttrs
+    isList
+    isString
     isPath
     literalExpression
     mapAttrsToList
@@ -22,7 +27,9 @@ let
     mkIf
     mkOption
     optionalAttrs
+    removeSuffix
     showOption
+    splitString
     subtractLists
     types
     unique
@@ -135,6 +142,18 @@ let
         default = [ ];
         description = "What the agent may request through `/v1/proxy/SERVICE/PATH`.";
       };
+      bind = mkOption {
+        type = types.nullOr settingsFormat.type;
+        default = null;
+        example = {
+          unit = "opencode.service";
+        };
+        description = ''
+          The callers the agent's tokens work for, on the agents' unix socket only: `{ uid = N; }`,
+          `{ user = "NAME"; }` or `{ unit = "NAME.service"; }`, or a list of them (any one is
+          enough). A service named here must be defined on this host (`systemd.services`).
+        '';
+      };
     };
   };
 
@@ -194,6 +213,54 @@ let
     assertion = false;
     message = "${g.option} names the service \"${g.service}\", which ${showOption (settingsLoc ++ [ "services" ])} does not define (defined: ${turretLib.showNames (attrNames cfg.settings.services)}).";
   }) (turretLib.unknownGrantServices settingsLoc cfg.settings);
+
+  # Every `bind: {unit: ...}` of an agent or a group, with the option path that sets it.
+  bindEntries =
+    spec:
+    let
+      b = spec.bind or null;
+    in
+    if b == null then
+      [ ]
+    else if isList b then
+      b
+    else
+      [ b ];
+  boundUnits =
+    loc: spec:
+    concatMap (
+      e:
+      if isAttrs e && isString (e.unit or null) then
+        [
+          {
+            option = showOption (loc ++ [ "bind" "unit" ]);
+            inherit (e) unit;
+          }
+        ]
+      else
+        [ ]
+    ) (bindEntries spec);
+  allBoundUnits = concatMap (
+    kind:
+    let
+      specs = cfg.settings.${kind} or { };
+    in
+    concatMap (n: boundUnits (settingsLoc ++ [ kind n ]) specs.${n}) (attrNames specs)
+  ) [ "agents" "groups" ];
+  # A service is defined as `systemd.services.NAME`, an instance `NAME@I.service` by its
+  # template `systemd.services."NAME@"` too. Scopes are transient: nothing to look up.
+  serviceDefined =
+    unit:
+    let
+      name = removeSuffix ".service" unit;
+      template = "${elemAt (splitString "@" name) 0}@";
+    in
+    config.systemd.services ? ${name}
+    || (builtins.match ".+@.*" name != null && config.systemd.services ? ${template});
+  bindAssertions = map (b: {
+    assertion = !(hasSuffix ".service" b.unit) || serviceDefined b.unit;
+    message = "${b.option} = \"${b.unit}\", which is not a service of this host (systemd.services.\"${removeSuffix ".service" b.unit}\" is not defined): no caller could ever match the binding.";
+  }) allBoundUnits;
 
   agentAssertions = mapAttrsToList (name: agent: {
     assertion = (agent.token_sha256 == null) != (agent.token_credential == null);
@@ -340,6 +407,7 @@ in
       ++ grantAssertions
       ++ agentAssertions
       ++ policy.assertions cfg
+      ++ bindAssertions
       ++ [
         {
           assertion = !(cfg.settings ? admin);

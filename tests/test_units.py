@@ -25,11 +25,12 @@ def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_units_service_hardening_exposure_at_most_1_2() -> None:
+def test_units_service_hardening_exposure_at_most_1_4() -> None:
+    # 1.4 since peer binding: no PrivateUsers= and ProtectProc=default (see the unit's comment).
     result = analyze("security", "--offline=yes", "--no-pager", str(SERVICE))
     score = re.search(r"Overall exposure level for turret\.service: (\d+\.\d+)", result.stdout)
     assert score is not None, result.stdout + result.stderr
-    assert float(score[1]) <= 1.2, result.stdout
+    assert float(score[1]) <= 1.4, result.stdout
     assert result.stderr == ""
 
 

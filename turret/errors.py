@@ -230,3 +230,17 @@ class Conflict(RequestError):
     decided, or expired)."""
 
     status, code = 409, "conflict"
+
+
+class PeerMismatch(Unauthorized):
+    """A bound agent's token (or one derived from it) from a caller its `bind:` does not name,
+    or over TCP. The same answer whatever did not match."""
+
+    code = "peer_mismatch"
+
+
+class NotContained(Forbidden):
+    """`require_contained`: the caller's unit can reach around Turret; the message names the
+    first systemd property that lets it."""
+
+    code = "not_contained"

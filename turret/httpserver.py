@@ -37,6 +37,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from turret.errors import error_body
+from turret.principal import Peer
 from turret.ratelimit import ServerLimits
 
 HTTP_LOG = logging.getLogger("turret.http")
@@ -160,6 +161,35 @@ class _PeerChecked(_JsonErrorHandler):
         super().connection_made(transport)
 
 
+# An app whose requests need to know their caller sets this: called once with each connection's
+# socket as it opens (turret.peerid.identify); `connection_peer` gives a request its result.
+PeerIdentity = Callable[[Any], Peer | None]
+PEER_IDENTITY: web.AppKey[PeerIdentity] = web.AppKey("peer_identity")
+
+
+class _Identified(_JsonErrorHandler):
+    """A connection handler that learns who its peer is once, as the connection opens."""
+
+    __slots__ = ("_identify", "peer")
+
+    def __init__(self, manager: web.Server, identify: PeerIdentity, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._identify = identify
+        self.peer: Peer | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        self.peer = self._identify(sock) if sock is not None else None
+        super().connection_made(transport)
+
+
+def connection_peer(request: web.BaseRequest) -> Peer | None:
+    """The peer of the connection `request` came on (None unless its app asks for
+    `PEER_IDENTITY`, or when the kernel gave none, e.g. over TCP)."""
+    handler = request.protocol
+    return handler.peer if isinstance(handler, _Identified) else None
+
+
 class TurretServer(web.Server):
     """aiohttp's low-level server for the app, with Turret's connection handler and at most
     `max_connections` connections at once (beyond, 503 and close)."""
@@ -177,6 +207,7 @@ class TurretServer(web.Server):
         )
         self._max_connections = max_connections
         self.peer_check = peer_check
+        self.identify: PeerIdentity | None = None
 
     def __call__(self) -> RequestHandler:
         if len(self.connections) >= self._max_connections:
@@ -184,6 +215,8 @@ class TurretServer(web.Server):
             return _Busy(self, loop=self._loop, **self._kwargs)
         if self.peer_check is not None:
             return _PeerChecked(self, self.peer_check, loop=self._loop, **self._kwargs)
+        if self.identify is not None:
+            return _Identified(self, self.identify, loop=self._loop, **self._kwargs)
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
@@ -196,4 +229,6 @@ class TurretRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         peer_check = self._app.get(PEER_CHECK)
-        return TurretServer(await super()._make_server(), self._max_connections, peer_check)
+        server = TurretServer(await super()._make_server(), self._max_connections, peer_check)
+        server.identify = self._app.get(PEER_IDENTITY)
+        return server

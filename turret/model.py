@@ -88,6 +88,10 @@ class Agent:
     max_ttl: float | None = None  # seconds
     may_derive: bool | None = None
     expires: float | None = None  # the configured token's own end (seconds since the epoch)
+    # Peer binding (turret.peers): the callers its tokens work for, and whether the caller's
+    # unit must be contained (turret.containment).
+    bind: PeerBinding | None = None
+    require_contained: bool = False
 
     @cached_property
     def proxy_index(self) -> dict[tuple[str, str], GlobIndex[str]]:
@@ -310,6 +314,8 @@ class Group:
     proxy: tuple[ProxyGrant, ...] = ()
     max_ttl: float | None = None  # derived tokens of its agents: see turret.tokens
     may_derive: bool | None = None
+    bind: PeerBinding | None = None  # every binding of an agent's groups applies too
+    require_contained: bool = False
 
 
 # --- what an agent asks for ---------------------------------------------------------------------
@@ -359,3 +365,19 @@ class UpstreamResponse:
     body: bytes
     redactions: int
 
+
+# --- peer binding (turret.peers) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerBinding:
+    """An agent's or group's `bind:`: the uids (users resolved at load) and systemd units its
+    tokens may be used from, on the agents' unix socket only. Any one entry is enough."""
+
+    uids: frozenset[int] = frozenset()
+    units: frozenset[str] = frozenset()
+
+    def allows(self, uid: int | None, unit: str | None) -> bool:
+        """Whether a peer with `uid` and `unit` (None: not known, or not a unix socket) is one
+        of this binding's."""
+        return (uid is not None and uid in self.uids) or (unit is not None and unit in self.units)

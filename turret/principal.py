@@ -2,9 +2,10 @@
 
 Authentication turns a token into a `Principal`; the policy decides on it. A principal is a
 configured agent (whose grants apply) plus where the token came from and what narrows it: a
-derived token adds the scope it was minted with, peer binding the caller it was bound to. Each
-`Restriction` can only take away: the policy asks every one of them after the agent's own rules
-allowed, and any refusal is a deny.
+derived token adds the scope it was minted with. Each `Restriction` can only take away: the
+policy asks every one of them after the agent's own rules allowed, and any refusal is a deny.
+The caller's `Peer` comes with it; a bound agent's token from any other peer never becomes a
+principal at all (`turret.pipeline.binding`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from turret.containment import ProcessFacts
 from turret.model import Action, Agent
 
 
@@ -31,6 +33,8 @@ class Peer:
     uid: int | None
     gid: int | None
     unit: str | None = None  # the peer's systemd unit, where it could be resolved
+    user_unit: str | None = None  # its unit in its user manager (user@UID.service), if any
+    sandbox: ProcessFacts | None = None  # what the kernel shows of its confinement
 
 
 class Restriction(Protocol):

@@ -19,6 +19,7 @@ from turret.capabilities.catalog import KINDS, catalog_capabilities
 from turret.capabilities.schema import constraint_problem, value_problem
 from turret.capabilities.template import BODY_KINDS, template_problems
 from turret.config.approvals import read_grant_approval
+from turret.config.bind import BIND_KEYS, read_bind_settings
 from turret.config.checker import Checker
 from turret.config.constraints import (
     fits_type,
@@ -365,7 +366,8 @@ def read_groups(
         path = join("groups", name)
         if not base.NAME.fullmatch(name):
             ck.fail(path, f"group name must match {base.NAME.pattern}")
-        spec = ck.mapping(path, body, {"agents"}, {"capabilities", "deny", "proxy", *DERIVE_KEYS})
+        keys = {"capabilities", "deny", "proxy", *DERIVE_KEYS, *BIND_KEYS}
+        spec = ck.mapping(path, body, {"agents"}, keys)
         if spec is None:
             continue
         globs = []
@@ -385,6 +387,7 @@ def read_groups(
             read_deny(ck, join(path, "deny"), spec.get("deny"), caps, services),
             tuple(g for g in proxy if g is not None),
             *read_derive_settings(ck, path, spec),
+            *read_bind_settings(ck, path, spec),
         )
     return groups
 

@@ -19,6 +19,7 @@ from turret.config import limits as limit_settings
 from turret.config.admin import read_admin
 from turret.config.approvals import read_approvals
 from turret.config.auditchain import read_chain_key
+from turret.config.bind import BIND_KEYS, read_bind_settings
 from turret.config.checker import Checker
 from turret.config.heartbeat import read_deadman
 from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
@@ -201,7 +202,7 @@ class _ConfigReader(Checker):
         if not AGENT_NAME.fullmatch(name):
             self.fail(path, f"agent name must match {AGENT_NAME.pattern}")
         keys = {"token_sha256", "token_credential", "proxy", "capabilities", "deny", "report"}
-        keys |= {"limits", "expires", *DERIVE_KEYS}
+        keys |= {"limits", "expires", *DERIVE_KEYS, *BIND_KEYS}
         a = self.mapping(path, body, set(), keys)
         if a is None:
             return None
@@ -236,6 +237,7 @@ class _ConfigReader(Checker):
         )
         max_ttl, may_derive = read_derive_settings(self, path, a)
         expires = read_expires(self, path, a)
+        bind, contained = read_bind_settings(self, path, a)
         if digest is None and cred is None:
             return None
         proxy = tuple(g for g in grants if g is not None)
@@ -251,4 +253,6 @@ class _ConfigReader(Checker):
             max_ttl=max_ttl,
             may_derive=may_derive,
             expires=expires,
+            bind=bind,
+            require_contained=contained,
         )

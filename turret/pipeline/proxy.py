@@ -25,6 +25,7 @@ from turret.pipeline.request import (
     authenticate,
     begin,
     count_use,
+    refuse_if_uncontained,
     refuse_secrets,
 )
 from turret.policy import Decision, decide
@@ -89,6 +90,7 @@ async def proxy(ctx: Context, incoming: Incoming, io: Exchange) -> Reply:
         raw_service, raw_path, query = split_target(incoming.target)
         flow.audit.fields.update(TURRET_SERVICE=raw_service, TURRET_PATH=raw_path)
         principal = authenticate(flow)
+        await refuse_if_uncontained(flow, principal)
         await count_use(flow, principal)
         ctx.limiter.acquire(principal.name, principal.agent.limits)
     except RequestError as exc:

@@ -18,6 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from turret.approval import Outcomes
 from turret.auth import bearer_token, token_sha256
+from turret.containment import ContainmentSource
 from turret.echo import Redactor, wire_bytes
 from turret.errors import (
     CredentialInRequest,
@@ -32,6 +33,7 @@ from turret.errors import (
 from turret.exfil import TokenGuard, carries_async, find_secret_async
 from turret.headers import method_override_parameter
 from turret.model import Agent, Outbound, Service, UpstreamResponse
+from turret.pipeline.binding import binding_error, check_containment, peer_fields
 from turret.principal import Peer, Principal, Source
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.records import NOTICE, Event, Recorder, RequestAudit
@@ -98,6 +100,7 @@ class Context:
     scopes: ScopeCache = field(default_factory=ScopeCache)
     oracle: PolicyOracle | None = None  # `policy.opa`: without one, its step denies
     outcomes: Outcomes = field(default_factory=Outcomes)  # executed approvals' answers
+    units: ContainmentSource | None = None  # callers' units: None, every one is `unknown`
 
 
 @dataclass
@@ -125,6 +128,7 @@ def begin(ctx: Context, incoming: Incoming, path: str) -> Flow:
             "TURRET_REQUEST_ID": incoming.request_id,
             "TURRET_METHOD": incoming.method,
             "TURRET_PATH": path,
+            **peer_fields(incoming.peer),
         },
         Scrubber(runtime.redactor, ctx.tokens, sent),
     )
@@ -149,9 +153,27 @@ def authenticate(flow: Flow) -> Principal:
         raise Unauthorized("missing or invalid agent token")
     flow.ctx.tokens.remember(token)  # from now on, no request may carry it upstream
     flow.audit.fields["TURRET_AGENT"] = agent.name
+    refuse_if_unbound(flow, agent)
     refuse_if_revoked(flow.ctx.state, agent.name)
     _refuse_expired(flow, agent)
     return Principal(agent, peer=flow.incoming.peer)
+
+
+def refuse_if_unbound(flow: Flow, agent: Agent) -> None:
+    """`PeerMismatch` (charged like no token: the caller is not the agent) when `agent` is
+    bound and the request's peer is not one of its callers. Checked before revocation and
+    expiry, so that another caller learns nothing about the token."""
+    mismatch = binding_error(agent, flow.incoming.peer)
+    if mismatch is not None:
+        flow.ctx.flood.admit(flow.runtime.config.limits.unauthenticated)
+        raise mismatch
+
+
+async def refuse_if_uncontained(flow: Flow, principal: Principal) -> None:
+    """Record the caller unit's containment; `NotContained` under `require_contained`."""
+    await check_containment(
+        flow.ctx.units, principal.agent, flow.incoming.peer, flow.audit.fields
+    )
 
 
 def refuse_if_sealed(state: StateStore | None) -> None:
@@ -190,6 +212,7 @@ def _derived_principal(flow: Flow, token: str) -> Principal | None:
         TURRET_TOKEN_ID=lease.id,
         TURRET_TOKEN_CHAIN=",".join(t.id for t in chain),
     )
+    refuse_if_unbound(flow, agent)  # its agent's binding: before anything about the token
     now = flow.ctx.wall()
     refusal: Unauthorized | None = None
     if any(t.revoked_at is not None for t in chain):
@@ -226,6 +249,7 @@ async def _charged(flow: Flow) -> Principal:
     """Authenticate, count a derived token's use and spend one request of the agent's rate (no
     slot is held beyond that)."""
     principal = authenticate(flow)
+    await refuse_if_uncontained(flow, principal)
     await count_use(flow, principal)
     with flow.ctx.limiter.slot(principal.name, principal.agent.limits):
         pass

@@ -17,8 +17,9 @@ from turret.connector import ResolverFactory, SessionPool
 from turret.counters import CountingRecorder, RequestCounters
 from turret.errors import AuditUnavailable
 from turret.exfil import TokenGuard
-from turret.httpserver import handler_args
+from turret.httpserver import PEER_IDENTITY, handler_args
 from turret.opaclient import OpaClient
+from turret.peerid import SystemdUnits, identify
 from turret.pipeline.approvals import prune_approvals
 from turret.pipeline.request import Context, record_flood_summary
 from turret.pipeline.tokens import prune_expired
@@ -51,7 +52,8 @@ def create_app(
     the rate limits, `wall` (seconds since the epoch) the expiry of tokens. `state` (the
     store) holds derived tokens and the operator's switches (seal, revocations); without it,
     minting a token answers 503 and nothing can be sealed or revoked. The server limits of the
-    config the app starts with apply until restart.
+    config the app starts with apply until restart. Each unix connection's peer is read as it
+    opens (`turret.peerid`), and a caller unit's properties come from `systemctl show`.
     """
     app = web.Application(
         middlewares=[error_middleware],
@@ -63,8 +65,10 @@ def create_app(
     app[CONTEXT] = Context(
         holder, recorder, AgentLimiter(clock), FloodGate(clock), TokenGuard(), state, wall,
         oracle=oracle,
+        units=SystemdUnits(),
     )  # fmt: skip
     app.on_cleanup.append(lambda _: oracle.close())
+    app[PEER_IDENTITY] = identify
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))

@@ -8,6 +8,7 @@ import asyncio
 from aiohttp import web
 
 from turret.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from turret.httpserver import connection_peer
 from turret.model import Outbound, Service, UpstreamResponse
 from turret.pipeline.request import Incoming, Reply
 from turret.runtime import Runtime
@@ -24,6 +25,7 @@ def incoming(request: web.Request) -> Incoming:
         request.content_type,
         request.content_length,
         request[REQUEST_ID],
+        connection_peer(request),
     )
 
 
