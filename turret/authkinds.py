@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import quote
@@ -38,6 +38,9 @@ class SpecReader(Protocol):
     ) -> str | None: ...
 
 
+Signer = Callable[[str, str, Mapping[str, str], bytes], dict[str, str]]
+
+
 @dataclass(frozen=True)
 class Injection:
     """What Turret adds to every request to one service. Holds secret values: never log it."""
@@ -45,11 +48,14 @@ class Injection:
     headers: dict[str, str] = field(default_factory=dict)
     query: tuple[str, str] | None = None  # (name, already URL-encoded value)
     login: tuple[str, str] | None = None  # (username, password) for a WebUI login
+    # A signature over the whole request (AWS SigV4): (method, url, headers, body) -> the headers
+    # to send. Applied last, to the final request, since any later change would break it.
+    sign: Signer | None = None
 
     def __repr__(self) -> str:
         return (
             f"Injection(headers={sorted(self.headers)}, query={bool(self.query)},"
-            f" login={bool(self.login)})"
+            f" login={bool(self.login)}, sign={self.sign is not None})"
         )
 
     def values(self) -> list[str]:

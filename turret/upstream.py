@@ -144,6 +144,8 @@ async def _forward(
     headers = with_credential(out.headers, injection)
     # Only codings the response can be decoded from, so the echo guard reads what the agent gets.
     headers["Accept-Encoding"] = ACCEPT_ENCODING
+    if injection.sign is not None:
+        headers = CIMultiDict(injection.sign(out.method, str(url), headers, out.body))
     try:
         async with session.request(
             out.method,
