@@ -26,9 +26,12 @@ class RequestCounters:
     decisions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     last_seen: dict[str, float] = field(default_factory=dict)
     audit_failures: int = 0
+    mint_failures: Counter[str] = field(default_factory=Counter)  # by provider
 
     def observe(self, event: Event, fields: Fields, at: float) -> None:
         """Count one written record."""
+        if event is Event.CREDENTIAL_MINT_FAILED:
+            self.mint_failures[str(fields.get("TURRET_PROVIDER") or "-")] += 1
         if event is not Event.DECISION:
             return
         agent = str(fields.get("TURRET_AGENT") or "-")

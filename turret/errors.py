@@ -209,5 +209,12 @@ class Sealed(ServiceUnavailable):
     code = "sealed"
 
 
+class CredentialUnavailable(ServiceUnavailable):
+    """A provider could not obtain the service's credential (minting failed after its retries):
+    nothing was forwarded, and no weaker credential is used instead."""
+
+    code = "credential_unavailable"
+
+
 class GatewayTimeout(RequestError):
     status, code = 504, "upstream_timeout"

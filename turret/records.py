@@ -39,6 +39,11 @@ class Event(enum.Enum):
     TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e33"  # noqa: S105 - an event id, not a secret
     AGENT_TOKEN_EXPIRING = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e41"  # noqa: S105 - an event id
     AGENT_TOKEN_EXPIRED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e42"  # noqa: S105 - an event id
+    # Credential providers that mint (turret.providers.minting)
+    CREDENTIAL_MINTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e80"
+    CREDENTIAL_MINT_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e81"
+    CREDENTIAL_REVOKED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e82"
+    CREDENTIAL_REVOKE_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e83"
 
     @property
     def label(self) -> str:
@@ -47,6 +52,7 @@ class Event(enum.Enum):
 
 # journald priorities
 INFO, NOTICE, WARNING, ERR = 6, 5, 4, 3
+CRIT = 2  # a credential Turret cannot obtain: requests to its service fail until fixed
 
 Fields = dict[str, str | int | float | None]
 

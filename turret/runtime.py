@@ -35,6 +35,11 @@ class Runtime:
     redactor: Redactor
     params_key: bytes = PROCESS_PARAMS_KEY
 
+    def live_guards(self) -> list[Redactor]:
+        """The providers' redactors of values minted since this runtime was built."""
+        guards = (p.live_guard() for p in self.providers.values())
+        return [g for g in guards if g is not None]
+
     def __repr__(self) -> str:
         return f"Runtime(agents={len(self.config.agents)}, services={len(self.config.services)})"
 

@@ -15,6 +15,7 @@ from typing import Any
 from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
+from turret.config import providers as provider_settings
 from turret.config.admin import read_admin
 from turret.config.checker import Checker
 from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
@@ -85,6 +86,7 @@ class _ConfigReader(Checker):
                 "audit",
                 "limits",
                 "admin",
+                "providers",
             },
         )
         if top is None:
@@ -110,8 +112,18 @@ class _ConfigReader(Checker):
         }
         params_key = capability_settings.read_audit(self, top.get("audit"))
         admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
+        providers = provider_settings.read_providers(self, top.get("providers"))
+        services = provider_settings.check_services(
+            self,
+            services=services,
+            providers=providers,
+            capabilities=caps,
+            agents=agents,
+            groups=groups,
+        )
         return Config(
-            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin
+            listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
+            providers=providers,
         )
 
     def listen(self, path: str, value: Any) -> str | None:

@@ -8,8 +8,9 @@ import asyncio
 from aiohttp import web
 
 from turret.errors import BadRequest, PayloadTooLarge, RequestTimeout
-from turret.model import Outbound, Service, UpstreamResponse
+from turret.model import CapabilityAction, Outbound, Service, UpstreamResponse
 from turret.pipeline.request import Incoming, Reply
+from turret.records import RequestAudit
 from turret.runtime import Runtime
 from turret.upstream import read_at_most, send
 from turret.web.keys import REQUEST_ID, UPSTREAMS
@@ -62,7 +63,24 @@ class AiohttpExchange:
             raise too_large
         return data
 
-    async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
+    async def forward(
+        self,
+        runtime: Runtime,
+        service: Service,
+        out: Outbound,
+        *,
+        call: CapabilityAction | None = None,
+        audit: RequestAudit | None = None,
+    ) -> UpstreamResponse:
         """Send `out` to `service` with its credential (the single way out)."""
         provider = runtime.providers[service.name]
-        return await send(self._request.app[UPSTREAMS], provider, service, out, runtime.redactor)
+        return await send(
+            self._request.app[UPSTREAMS],
+            provider,
+            service,
+            out,
+            runtime.redactor,
+            capability=call.capability.name if call else None,
+            params=call.params if call else None,
+            audit=audit,
+        )

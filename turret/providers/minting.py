@@ -1,0 +1,478 @@
+"""Minting providers: a credential obtained just in time for one use, narrowed to its scope.
+
+A `MintingProvider` implements `CredentialProvider` around the one method a subclass writes,
+`mint(scope, deadline) -> Minted` (and, where the source allows it, `revoke_lease`):
+
+- the request's scope is the service's `auth` scope with its `{param}` placeholders filled from
+  the call's validated parameters (`turret.config.providers.fill`); each distinct resolved scope
+  gets its own credential, cached until `refresh_before` seconds before it expires;
+- single flight: concurrent requests for one resolved scope wait for one mint;
+- a failed mint is retried with exponential backoff and full jitter, at most `max_retries`
+  times and never past the request's deadline; then the request fails closed with 503
+  `credential_unavailable` (nothing forwarded, no fallback) and a `credential_mint_failed`
+  record at PRIORITY=2 (crit) naming the provider and scope, never a value;
+- every issuance is recorded (`credential_minted`: provider, scope, expiry, the lease's
+  fingerprint, with the request's id and agent) before it is used: a lost record means the
+  credential is not used;
+- every value handed out stays in `live_guard()` (exfiltration guard) and `response_guard`
+  (echo guard) until it expires, also after a newer one replaced it in the cache;
+- `revoke()` (the killswitch) revokes every outstanding lease at its source.
+
+Clock, sleep and randomness are injected (`Hooks`), so tests control time without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from turret.authkinds import Injection
+from turret.config.providers import fill
+from turret.echo import Redactor
+from turret.errors import AuditUnavailable, CredentialUnavailable
+from turret.model import JSON
+from turret.providers import CredentialProvider, ProviderBase, Scope, fingerprint
+from turret.records import CRIT, ERR, Event, Recorder, RequestAudit
+from turret.tokens import rfc3339
+
+if TYPE_CHECKING:
+    from turret.connector import SessionPool
+
+log = logging.getLogger("turret")
+
+MAX_CACHED_SCOPES = 1024  # distinct scopes kept per service; expired ones go first
+
+
+class MintFailed(Exception):
+    """One mint that did not work; `cause` is a fixed phrase (never a value, never the
+    source's answer quoted: it may reflect what Turret sent)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class MintSettings:
+    """How long a minted credential is used, and how a failed mint is retried."""
+
+    refresh_before: float = 300.0  # seconds before its expiry a credential is minted anew
+    backoff_first: float = 0.5  # the cap of the first retry's delay; doubled per retry
+    backoff_max: float = 8.0
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The clocks, sleep and randomness of a provider: injected so tests control them."""
+
+    wall: Callable[[], float] = time.time  # expiry times are wall-clock (what sources return)
+    monotonic: Callable[[], float] = time.monotonic  # deadlines
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    random: Callable[[], float] = random.random  # jitter, not a secret
+
+
+@dataclass(frozen=True, repr=False)
+class Minted:
+    """What a source issued: the injection to send, when it expires (seconds since the epoch),
+    the lease id the source revokes it by (if any, not secret), and secret values beyond the
+    injection's own (the raw token inside a header) for the guards."""
+
+    injection: Injection
+    expires_at: float
+    lease_id: str | None = None
+    secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Minted(expires_at={self.expires_at!r}, lease_id={self.lease_id!r})"
+
+    def values(self) -> list[str]:
+        """Every secret value of this credential."""
+        return [*self.injection.values(), *self.secrets]
+
+
+@dataclass(frozen=True, repr=False)
+class Lease:
+    """One issued credential as the provider keeps it: the minted value, its resolved scope
+    (as recorded), and its redactor."""
+
+    minted: Minted
+    scope: str
+    guard: Redactor = field(compare=False)
+
+    def __repr__(self) -> str:
+        return f"Lease(scope={self.scope!r}, {self.minted!r})"
+
+
+@dataclass(frozen=True, repr=False)  # Injection's repr, which hides the values
+class MintedInjection(Injection):
+    """A minted credential's injection, with the lease it came from."""
+
+    lease: Lease | None = field(default=None, compare=False)
+
+
+@dataclass
+class MintState:
+    """One service's minted credentials: the cache, the mints in flight, everything issued
+    that may still be valid. Held only in memory; handed to the next runtime on reload."""
+
+    cache: dict[str, Lease] = field(default_factory=dict)
+    flights: dict[str, asyncio.Task[Lease]] = field(default_factory=dict)
+    issued: list[Lease] = field(default_factory=list)
+    guard: Redactor | None = None
+    guard_until: float = math.inf  # the first expiry among `issued`: the guard is rebuilt then
+    failing: str | None = None  # why the last mint failed, until one works again
+    pool: SessionPool | None = None  # the app's sessions, from the first request
+    minted_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"MintState(cached={len(self.cache)}, issued={len(self.issued)})"
+
+
+@dataclass(frozen=True)
+class RevokeReport:
+    """What `revoke()` did: how many leases were revoked, and why others could not be."""
+
+    revoked: int = 0
+    failures: tuple[str, ...] = ()
+
+
+def scope_text(resolved: JSON) -> str:
+    """A resolved scope as one canonical JSON text: the cache key, and what records show."""
+    return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+
+
+class MintingProvider(ProviderBase):
+    """The framework around `mint`; a subclass sets `kind` and writes `mint`."""
+
+    kind: ClassVar[str] = "minting"
+
+    def __init__(
+        self,
+        service: str,
+        provider: str,
+        scope: Mapping[str, JSON],
+        *,
+        settings: MintSettings | None = None,
+        hooks: Hooks | None = None,
+        state: MintState | None = None,
+    ) -> None:
+        self.name = service
+        self.provider = provider  # the config's name of the provider
+        self.template = dict(scope)
+        self.settings = settings or MintSettings()
+        self.hooks = hooks or Hooks()
+        self.state = state or MintState()
+        self._built_at = time.time()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.provider!r}, {self.state!r})"
+
+    # --- what a subclass writes ------------------------------------------------------------
+
+    async def mint(self, scope: Mapping[str, JSON], deadline: float) -> Minted:
+        """Obtain a credential for `scope` before `deadline` (of `hooks.monotonic`); raise
+        `MintFailed` saying why not."""
+        raise NotImplementedError
+
+    async def revoke_lease(self, minted: Minted) -> None:
+        """Invalidate `minted` at its source; raise `MintFailed` if that did not work. By
+        default nothing: the credential lapses at its expiry."""
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What must be unchanged for a reload to keep this provider's credentials: its type,
+        name and scope; a subclass adds its source and its credential's digest."""
+        return (type(self), self.provider, scope_text(self.template))
+
+    def carry_over(self, previous: MintingProvider) -> None:
+        """Take over `previous`'s credentials (cache, leases, guard) if it is the same
+        provider for the same scope; otherwise its leases stay its own (and lapse)."""
+        if previous.identity == self.identity:
+            self.state = previous.state
+
+    # --- helpers for subclasses --------------------------------------------------------------
+
+    @property
+    def sessions(self) -> SessionPool:
+        """The app's client sessions (each under one address policy), known from the first
+        request on."""
+        if self.state.pool is None:
+            raise MintFailed("no client session yet")
+        return self.state.pool
+
+    def remaining(self, deadline: float) -> float:
+        """Seconds left before `deadline`, at least a little so a timeout can be set."""
+        return max(deadline - self.hooks.monotonic(), 0.001)
+
+    # --- CredentialProvider ----------------------------------------------------------------
+
+    @property
+    def loaded_at(self) -> float:
+        """When the last credential was minted; when the provider was built, before that."""
+        return self.state.minted_at or self._built_at
+
+    @property
+    def fingerprint(self) -> str:
+        """A short id of the newest credential (of the provider's name before the first)."""
+        issued = self.state.issued
+        return fingerprint(*issued[-1].minted.values()) if issued else fingerprint(self.provider)
+
+    def guarded(self) -> list[str]:
+        """Every value issued that may still be valid."""
+        self._prune(self.hooks.wall())
+        return [v for lease in self.state.issued for v in lease.minted.values()]
+
+    def live_guard(self) -> Redactor | None:
+        """The redactor of every value issued that may still be valid."""
+        if self.hooks.wall() >= self.state.guard_until:
+            self._prune(self.hooks.wall())
+        return self.state.guard
+
+    def response_guard(self, injection: Injection) -> Redactor | None:
+        """The live guard (every issued value still valid, `injection`'s among them)."""
+        lease = injection.lease if isinstance(injection, MintedInjection) else None
+        if lease is None:
+            return None
+        guard = self.live_guard()
+        return guard if guard is not None and lease in self.state.issued else lease.guard
+
+    async def injection(self, scope: Scope) -> Injection:
+        """The credential for `scope`: cached if fresh, else minted (once for concurrent
+        requests); `CredentialUnavailable` if it cannot be minted."""
+        audit = scope.audit
+        if scope.pool is None or audit is None:
+            raise TypeError("a minting provider needs the request's sessions and audit (Scope)")
+        self.state.pool = scope.pool
+        resolved = fill(self.template, scope.params)
+        key = scope_text(resolved)
+        lease = self._fresh(key)
+        if lease is None:
+            lease = await self._flight(key, resolved, scope.timeout, audit)
+        return _injection_of(lease)
+
+    async def renew(self, scope: Scope, stale: Injection, status: int) -> Injection | None:
+        """On 401 to a minted credential (revoked or expired early at its source), a new one."""
+        if status != 401 or not isinstance(stale, MintedInjection) or stale.lease is None:
+            return None
+        key = stale.lease.scope
+        if self.state.cache.get(key) is stale.lease:
+            del self.state.cache[key]
+        return await self.injection(scope)
+
+    async def revoke(self) -> None:
+        """Revoke every outstanding lease (the killswitch); see `revoke_outstanding`."""
+        await self.revoke_outstanding()
+
+    async def revoke_outstanding(self) -> RevokeReport:
+        """Revoke every issued lease that may still be valid at its source, and empty the
+        cache: the next request mints anew. Failures are reported, not raised."""
+        state = self.state
+        self._prune(self.hooks.wall())
+        leases, state.cache = list(state.issued), {}
+        revoked, failures = 0, []
+        for lease in leases:
+            try:
+                await self.revoke_lease(lease.minted)
+            except MintFailed as exc:
+                failures.append(exc.cause)
+            else:
+                revoked += 1
+        return RevokeReport(revoked, tuple(failures))
+
+    # --- the framework -----------------------------------------------------------------------
+
+    def _fresh(self, key: str) -> Lease | None:
+        lease = self.state.cache.get(key)
+        if lease is None:
+            return None
+        if self.hooks.wall() < lease.minted.expires_at - self.settings.refresh_before:
+            return lease
+        return None
+
+    async def _flight(
+        self, key: str, resolved: JSON, budget: float, audit: RequestAudit
+    ) -> Lease:
+        """The lease of the mint in flight for `key`, starting one if there is none."""
+        flights = self.state.flights
+        task = flights.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._mint_retrying(key, resolved, budget, audit))
+            flights[key] = task
+            task.add_done_callback(lambda done: _landed(flights, key, done))
+        # Shielded: a request that goes away does not cancel the mint others wait for.
+        return await asyncio.shield(task)
+
+    async def _mint_retrying(
+        self, key: str, resolved: JSON, budget: float, audit: RequestAudit
+    ) -> Lease:
+        hooks, settings = self.hooks, self.settings
+        deadline = hooks.monotonic() + budget
+        causes: list[str] = []
+        for attempt in range(settings.max_retries + 1):
+            if attempt:
+                cap = min(settings.backoff_max, settings.backoff_first * 2 ** (attempt - 1))
+                delay = hooks.random() * cap  # full jitter
+                if hooks.monotonic() + delay >= deadline:
+                    causes.append("request deadline reached")
+                    break
+                await hooks.sleep(delay)
+            try:
+                minted = await self._mint_once(resolved, deadline)
+            except MintFailed as exc:
+                causes.append(exc.cause)
+                continue
+            return self._issued(key, minted, audit)
+        attempts = len([c for c in causes if c != "request deadline reached"])
+        raise self._failed(key, audit, attempts, causes[-1])
+
+    async def _mint_once(self, resolved: JSON, deadline: float) -> Minted:
+        if not isinstance(resolved, dict):
+            raise MintFailed("scope is not a mapping")
+        try:
+            async with asyncio.timeout(self.remaining(deadline)):
+                minted = await self.mint(resolved, deadline)
+        except TimeoutError:
+            raise MintFailed("timed out") from None
+        values = minted.values()
+        if not values or any(not v or any(c in v for c in "\r\n\0") for v in values):
+            raise MintFailed("issued an empty or unusable value")
+        if minted.expires_at <= self.hooks.wall():
+            raise MintFailed("issued a credential that has already expired")
+        return minted
+
+    def _issued(self, key: str, minted: Minted, audit: RequestAudit) -> Lease:
+        """Record the issuance, then cache and guard it; a lost record: not used."""
+        lease = Lease(minted, key, Redactor(minted.values()))
+        try:
+            audit.event(
+                Event.CREDENTIAL_MINTED,
+                f"credential minted for service {self.name} by provider {self.provider}",
+                {
+                    "TURRET_PROVIDER": self.provider,
+                    "TURRET_PROVIDER_TYPE": self.kind,
+                    "TURRET_SERVICE": self.name,
+                    "TURRET_SCOPE": key,
+                    "TURRET_EXPIRES": rfc3339(minted.expires_at),
+                    "TURRET_LEASE": fingerprint(*minted.values()),
+                },
+            )
+        except AuditUnavailable:
+            self._revoke_soon(minted)
+            raise
+        state = self.state
+        state.failing, state.minted_at = None, time.time()
+        state.issued.append(lease)
+        state.cache[key] = lease
+        if len(state.cache) > MAX_CACHED_SCOPES:
+            self._prune(self.hooks.wall())
+            while len(state.cache) > MAX_CACHED_SCOPES:
+                del state.cache[next(iter(state.cache))]  # the oldest insertion
+        self._rebuild_guard()
+        return lease
+
+    def _failed(
+        self, key: str, audit: RequestAudit, attempts: int, cause: str
+    ) -> CredentialUnavailable:
+        """Record the alert (PRIORITY=2) and build the 503 the request fails with."""
+        self.state.failing = cause
+        reason = f"credential mint failed: provider {self.provider}: {cause} ({attempts} attempts)"
+        audit.event(
+            Event.CREDENTIAL_MINT_FAILED,
+            f"credential for service {self.name} could not be minted by provider "
+            f"{self.provider}: {cause}",
+            {
+                "TURRET_PROVIDER": self.provider,
+                "TURRET_PROVIDER_TYPE": self.kind,
+                "TURRET_SERVICE": self.name,
+                "TURRET_SCOPE": key,
+                "TURRET_ATTEMPTS": attempts,
+                "TURRET_REASON": reason,
+            },
+            priority=CRIT,
+        )
+        return CredentialUnavailable(
+            f"service {self.name!r}: Turret could not obtain its credential; nothing was sent",
+            reason=reason,
+        )
+
+    def _revoke_soon(self, minted: Minted) -> None:
+        """Best effort, in the background: a credential whose issuance record was lost."""
+        task = asyncio.ensure_future(self.revoke_lease(minted))
+        task.add_done_callback(_quiet)
+
+    def _prune(self, now: float) -> None:
+        state = self.state
+        live = [lease for lease in state.issued if lease.minted.expires_at > now]
+        if len(live) != len(state.issued):
+            state.issued = live
+            state.cache = {k: v for k, v in state.cache.items() if v.minted.expires_at > now}
+            self._rebuild_guard()
+
+    def _rebuild_guard(self) -> None:
+        state = self.state
+        values = [v for lease in state.issued for v in lease.minted.values()]
+        state.guard = Redactor(values) if values else None
+        expiries = (lease.minted.expires_at for lease in state.issued)
+        state.guard_until = min(expiries, default=math.inf)
+
+
+def _injection_of(lease: Lease) -> MintedInjection:
+    injection = lease.minted.injection
+    return MintedInjection(injection.headers, injection.query, lease=lease)
+
+
+def _landed(flights: dict[str, asyncio.Task[Lease]], key: str, done: asyncio.Task[Lease]) -> None:
+    if flights.get(key) is done:
+        del flights[key]
+    _quiet(done)
+
+
+def _quiet(done: asyncio.Future[Any]) -> None:
+    """Mark a finished background task's exception as seen (it was raised to its waiters or
+    is reported otherwise), so asyncio does not log it again."""
+    if not done.cancelled():
+        done.exception()
+
+
+def failing(providers: Mapping[str, CredentialProvider]) -> list[str]:
+    """The providers whose last mint failed (for STATUS=), by config name."""
+    minting = (p for p in providers.values() if isinstance(p, MintingProvider))
+    return sorted({p.provider for p in minting if p.state.failing})
+
+
+async def revoke_all(providers: Mapping[str, CredentialProvider], recorder: Recorder) -> int:
+    """`revoke()` every provider (the killswitch); record what minted leases were revoked and
+    what could not be. Returns how many leases were revoked."""
+    total = 0
+    for provider in providers.values():
+        if not isinstance(provider, MintingProvider):
+            await provider.revoke()
+            continue
+        report = await provider.revoke_outstanding()
+        total += report.revoked
+        fields = {"TURRET_PROVIDER": provider.provider, "TURRET_SERVICE": provider.name}
+        # The killswitch goes on whatever its records: the agents are already shut out.
+        with contextlib.suppress(AuditUnavailable):
+            if report.revoked:
+                recorder.record(
+                    Event.CREDENTIAL_REVOKED,
+                    f"{report.revoked} credentials of service {provider.name} revoked",
+                    {**fields, "TURRET_COUNT": report.revoked},
+                )
+            for cause in report.failures:
+                recorder.record(
+                    Event.CREDENTIAL_REVOKE_FAILED,
+                    f"a credential of service {provider.name} could not be revoked: {cause}",
+                    {**fields, "TURRET_REASON": cause},
+                    priority=ERR,
+                )
+    return total
