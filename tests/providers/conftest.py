@@ -1,11 +1,10 @@
 """Fixtures for the cloud providers: one moto server for the session, a fake Vault per test,
-a clock both share with Turret, and a client session for the wire-level tests."""
+clocks both share with Turret, and a client session for the wire-level tests."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -13,17 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from tests.gateway import Canaries
 from tests.providers.fakevault import FakeVault
+from tests.providers.minters import FakeTime
 from tests.providers.motoserver import MotoServer, binary
-
-
-@dataclass
-class Clock:
-    """Wall-clock seconds, moved by the test."""
-
-    now: float = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +30,15 @@ def moto() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    """The test's wall clock."""
-    return Clock()
+def clock() -> FakeTime:
+    """The test's clocks, shared by the fake Vault and Turret's providers."""
+    return FakeTime()
 
 
 @pytest.fixture
-async def vault(clock: Clock, leak_check: Canaries) -> AsyncIterator[tuple[FakeVault, str]]:
+async def vault(clock: FakeTime, leak_check: Canaries) -> AsyncIterator[tuple[FakeVault, str]]:
     """A fake Vault on loopback and its URL; every value it hands out is a leak-check canary."""
-    fake = FakeVault(clock)
+    fake = FakeVault(lambda: clock.wall)
     leak_check.watch(fake.issued)
     leak_check.watch([fake.secret_id])
     server = TestServer(fake.app(), host="127.0.0.1")

@@ -1,4 +1,4 @@
-"""The AWS client (`turret.providers.aws`) against moto in server mode, with IAM
+"""The AWS client (`turret.providers.aws_api`) against moto in server mode, with IAM
 authentication on: moto recomputes every SigV4 signature and refuses a wrong one."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from tests.providers.motoserver import REGION, ROLE_ARN, MotoServer
-from turret.providers.aws import AwsKeys, Endpoint, assume_role, get_secret_value, sign
-from turret.providers.fetch import SourceFailed, call
+from turret.providers.aws_api import AwsKeys, Endpoint, assume_role, get_secret_value, sign
+from turret.providers.fetch import call
+from turret.providers.minting import MintFailed
 from turret.secret import Secret
 
 POLICY = json.dumps(
@@ -108,7 +109,7 @@ async def test_aws_wrong_source_key_is_a_source_failure_with_the_code_only(
 ) -> None:
     assert moto.source is not None
     wrong = AwsKeys(moto.source.access_key_id, Secret("CANARY-wrong-secret"))
-    with pytest.raises(SourceFailed) as failed:
+    with pytest.raises(MintFailed) as failed:
         await assume_role(
             http,
             Endpoint(moto.url, REGION),
@@ -118,7 +119,7 @@ async def test_aws_wrong_source_key_is_a_source_failure_with_the_code_only(
             duration=900,
             policy=None,
         )
-    assert failed.value.reason == "sts AssumeRole: HTTP 403 SignatureDoesNotMatch"
+    assert failed.value.cause == "sts AssumeRole: HTTP 403 SignatureDoesNotMatch"
 
 
 async def test_aws_get_secret_value_reads_string_version_and_date(
@@ -135,11 +136,11 @@ async def test_aws_get_secret_value_reads_string_version_and_date(
     assert got.version_id == created["VersionId"]
     assert got.created_at > 0
     assert value not in repr(got)
-    with pytest.raises(SourceFailed) as failed:
+    with pytest.raises(MintFailed) as failed:
         await get_secret_value(
             http, Endpoint(moto.url, REGION), keys, secret_id=name + "x", version_stage=None
         )
-    assert failed.value.reason.endswith("HTTP 404 ResourceNotFoundException")
+    assert failed.value.cause.endswith("HTTP 404 ResourceNotFoundException")
 
 
 @pytest.mark.parametrize(
@@ -180,7 +181,7 @@ async def test_aws_malformed_sts_answers_fail_closed(
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        with pytest.raises(SourceFailed, match=reason):
+        with pytest.raises(MintFailed, match=reason):
             await assume_role(
                 http,
                 Endpoint(str(server.make_url("")), REGION),

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import turret.config.cloud  # noqa: F401 - registers the vault, aws_sts and aws_secrets types
 from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings

@@ -1,233 +1,174 @@
-"""AWS on the wire: SigV4 signing with botocore's signer, STS `AssumeRole` (Query API, XML
-answer) and Secrets Manager `GetSecretValue` (JSON 1.1 protocol), over aiohttp.
+"""AWS as minting providers: `aws_sts` (temporary keys from STS AssumeRole, narrowed per call by
+a session policy; every request to the service is signed with them, SigV4) and `aws_secrets`
+(a Secrets Manager secret string, re-read every `refresh` seconds, its `CreatedDate` reported as
+`created_at`, the key's age). The source keys are credentials; each call to STS or Secrets
+Manager goes through the address policy of the provider's endpoint.
 
-botocore is used only for what it does best and without I/O: the signature. The calls are two
-small HTTP requests each provider makes through its address-policy session (`fetch.call`).
+STS sessions cannot be revoked one by one: on killswitch the cache is emptied (nothing more is
+signed with them) and they lapse at their expiry, `duration` (900 s by default) at most.
 """
 
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from urllib.parse import urlencode
 
-import aiohttp
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from yarl import URL
-
-from turret.providers.fetch import SourceFailed, call, json_object, text_field
-from turret.secret import Secret
-
-STS_VERSION = "2011-06-15"
-MIN_DURATION = 900  # STS refuses a shorter session
-# Headers that carry the signature itself: Turret's to set, never the caller's (a caller's
-# `X-Amz-Content-SHA256: UNSIGNED-PAYLOAD` would otherwise leave the body out of the signature).
-SIGNATURE_HEADERS = frozenset(
-    {"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"}
-)
-_STS_NS = "{https://sts.amazonaws.com/doc/2011-06-15/}"
+from turret.authkinds import Injection, Secrets
+from turret.config.cloud import MAX_POLICY_CHARS, AwsSecretsSpec, AwsStsSpec
+from turret.config.providers import ProviderSpec
+from turret.model import JSON, Service
+from turret.providers import CredentialProvider, digest
+from turret.providers.aws_api import AwsKeys, Endpoint, assume_role, get_secret_value, sign
+from turret.providers.minting import Hooks, Minted, MintFailed, MintingProvider, MintSettings
 
 
-@dataclass(frozen=True)
-class AwsKeys:
-    """An access key pair, with a session token and expiry when temporary. Never log it."""
+class _AwsProvider(MintingProvider):
+    """The source keys and endpoint both AWS providers use."""
 
-    access_key_id: str
-    secret_access_key: Secret
-    session_token: Secret | None = None
-    expires_at: float | None = None
+    spec: AwsStsSpec | AwsSecretsSpec
+    service_name: str = ""
 
-    def __repr__(self) -> str:
-        return f"AwsKeys(temporary={self.session_token is not None}, expires_at={self.expires_at})"
+    def _setup(self, spec: AwsStsSpec | AwsSecretsSpec, secrets: Secrets) -> None:
+        self.spec = spec
+        self._source = AwsKeys(
+            secrets[spec.access_key_id].reveal(), secrets[spec.secret_access_key]
+        )
+        self._source_digest = digest(self._source.access_key_id, *self._source.secrets())
 
-    def secrets(self) -> list[str]:
-        """The values that must never be seen outside Turret (the key id is an identifier)."""
-        token = [self.session_token.reveal()] if self.session_token else []
-        return [self.secret_access_key.reveal(), *token]
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """The endpoint, role and source keys too: a change mints anew."""
+        return (*super().identity, self.spec, self._source_digest)
 
-
-def sign(
-    keys: AwsKeys,
-    service: str,
-    region: str,
-    *,
-    method: str,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-) -> dict[str, str]:
-    """`headers` plus a SigV4 signature of the whole request (method, URL, signed headers and
-    the body's hash) under `keys`, for `service` in `region`. Sign the final request: any
-    change after this invalidates it."""
-    kept: dict[str, str] = {}
-    for name, value in headers.items():
-        if name.lower() not in SIGNATURE_HEADERS:
-            # SigV4 joins repeated headers with commas; so does this.
-            kept[name] = f"{kept[name]},{value}" if name in kept else value
-    request = AWSRequest(method=method, url=url, data=body, headers=kept)
-    token = keys.session_token.reveal() if keys.session_token else None
-    credentials = Credentials(keys.access_key_id, keys.secret_access_key.reveal(), token)
-    SigV4Auth(credentials, service, region).add_auth(request)
-    return dict(request.headers.items())
+    def _endpoint(self, deadline: float) -> Endpoint:
+        timeout = min(self.remaining(deadline), self.spec.timeout)
+        url = self.spec.endpoint or Endpoint.default(self.service_name, self.spec.region).url
+        return Endpoint(url, self.spec.region, timeout)
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """An AWS service endpoint: its URL, the region signatures are scoped to, a time limit."""
+class AwsStsProvider(_AwsProvider):
+    """One service's requests, signed with keys of an assumed role, one session per scope."""
 
-    url: str
+    kind = "aws_sts"
+    service_name = "sts"
+
+    def __init__(
+        self, service: Service, spec: AwsStsSpec, secrets: Secrets, hooks: Hooks | None = None
+    ) -> None:
+        super().__init__(
+            service.name, spec.name, dict(getattr(service.auth, "settings", {})), hooks=hooks
+        )
+        self._setup(spec, secrets)
+
+    async def mint(self, scope: Mapping[str, JSON], deadline: float) -> Minted:
+        """AssumeRole with the scope's session policy; a signer for the scope's service."""
+        assert isinstance(self.spec, AwsStsSpec)  # noqa: S101 - set in __init__
+        policy = scope.get("session_policy")
+        text = None if policy is None else json.dumps(policy, separators=(",", ":"))
+        if text is not None and len(text) > MAX_POLICY_CHARS:
+            raise MintFailed(f"session policy longer than {MAX_POLICY_CHARS} characters")
+        signing = scope.get("signing")
+        if not isinstance(signing, dict):
+            raise MintFailed("scope has no signing")
+        keys = await assume_role(
+            self.sessions.session_for(self.spec.address_policy),
+            self._endpoint(deadline),
+            self._source,
+            role_arn=self.spec.role_arn,
+            session_name=self.spec.session_name,
+            duration=self.spec.duration,
+            policy=text,
+        )
+        signer = _Signer(keys, str(signing["service"]), str(signing["region"]))
+        expires = keys.expires_at if keys.expires_at is not None else self.hooks.wall()
+        return Minted(Injection(sign=signer), expires, secrets=tuple(keys.secrets()))
+
+
+@dataclass(frozen=True, repr=False)
+class _Signer:
+    """The injection's `sign(method, url, headers, body)`: SigV4 under the session's keys."""
+
+    keys: AwsKeys
+    service: str
     region: str
-    timeout: float = 5.0
-
-    @classmethod
-    def default(cls, service: str, region: str) -> Endpoint:
-        """The service's regional endpoint (`sts`, `secretsmanager`)."""
-        return cls(f"https://{service}.{region}.amazonaws.com", region)
-
-    def root(self) -> URL:
-        """The URL the Query and JSON protocols post to."""
-        return URL(self.url.rstrip("/") + "/")
-
-
-def assume_role_body(role_arn: str, session_name: str, duration: int, policy: str | None) -> bytes:
-    """The form of an `AssumeRole` call (Query API)."""
-    form = {
-        "Action": "AssumeRole",
-        "Version": STS_VERSION,
-        "RoleArn": role_arn,
-        "RoleSessionName": session_name,
-        "DurationSeconds": str(duration),
-    }
-    if policy is not None:
-        form["Policy"] = policy
-    return urlencode(form).encode()
-
-
-async def assume_role(
-    session: aiohttp.ClientSession,
-    sts: Endpoint,
-    source: AwsKeys,
-    *,
-    role_arn: str,
-    session_name: str,
-    duration: int,
-    policy: str | None,
-) -> AwsKeys:
-    """Temporary keys for `role_arn`, narrowed by the session `policy`; or `SourceFailed`."""
-    url = sts.root()
-    body = assume_role_body(role_arn, session_name, duration, policy)
-    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
-    signed = sign(
-        source, "sts", sts.region, method="POST", url=str(url), headers=headers, body=body
-    )
-    status, data = await call(
-        session, "POST", url, headers=signed, body=body, within=sts.timeout, what="sts AssumeRole"
-    )
-    root = _xml(data, "sts AssumeRole")
-    if status != 200:
-        # STS writes ErrorResponse/Error/Code in its namespace; other Query APIs (and moto)
-        # nest it in Errors/ and without one: the first Code element, wherever it is.
-        code = next((e.text for e in root.iter() if e.tag.rpartition("}")[2] == "Code"), None)
-        raise SourceFailed(f"sts AssumeRole: HTTP {status} {_safe_code(code)}")
-    creds = root.find(f"{_STS_NS}AssumeRoleResult/{_STS_NS}Credentials")
-    if creds is None:
-        raise SourceFailed("sts AssumeRole: no Credentials in the answer")
-    fields = {child.tag.removeprefix(_STS_NS): (child.text or "") for child in creds}
-    what = "sts AssumeRole"
-    return AwsKeys(
-        text_field(fields, "AccessKeyId", what),
-        Secret(text_field(fields, "SecretAccessKey", what)),
-        Secret(text_field(fields, "SessionToken", what)),
-        _timestamp(text_field(fields, "Expiration", what), what),
-    )
-
-
-@dataclass(frozen=True)
-class SecretValue:
-    """A Secrets Manager secret's current string, its version and when that version was made."""
-
-    value: Secret
-    version_id: str
-    created_at: float
 
     def __repr__(self) -> str:
-        return f"SecretValue(version_id={self.version_id!r}, created_at={self.created_at})"
+        return f"Signer(SigV4, {self.service}, {self.region})"
+
+    def __call__(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> dict[str, str]:
+        return sign(
+            self.keys, self.service, self.region, method=method, url=url, headers=headers, body=body
+        )
 
 
-async def get_secret_value(
-    session: aiohttp.ClientSession,
-    endpoint: Endpoint,
-    keys: AwsKeys,
-    *,
-    secret_id: str,
-    version_stage: str | None,
-) -> SecretValue:
-    """`GetSecretValue` for `secret_id` (at `version_stage`, default AWSCURRENT)."""
-    what = "secretsmanager GetSecretValue"
-    url = endpoint.root()
-    request: dict[str, str] = {"SecretId": secret_id}
-    if version_stage is not None:
-        request["VersionStage"] = version_stage
-    body = json.dumps(request).encode()
-    headers = {
-        "Content-Type": "application/x-amz-json-1.1",
-        "X-Amz-Target": "secretsmanager.GetSecretValue",
-    }
-    signed = sign(
-        keys,
-        "secretsmanager",
-        endpoint.region,
-        method="POST",
-        url=str(url),
-        headers=headers,
-        body=body,
-    )
-    status, data = await call(
-        session, "POST", url, headers=signed, body=body, within=endpoint.timeout, what=what
-    )
-    answer = json_object(data, what)
-    if status != 200:
-        kind = answer.get("__type")
-        code = _safe_code(kind if isinstance(kind, str) else None)
-        raise SourceFailed(f"{what}: HTTP {status} {code}")
-    created = answer.get("CreatedDate")
-    if not isinstance(created, int | float) or isinstance(created, bool):
-        raise SourceFailed(f"{what}: 'CreatedDate' missing or not a number")
-    return SecretValue(
-        Secret(text_field(answer, "SecretString", what)),
-        text_field(answer, "VersionId", what),
-        float(created),
-    )
+class AwsSecretsProvider(_AwsProvider):
+    """One service's credential: a Secrets Manager secret string (or one key of it)."""
+
+    kind = "aws_secrets"
+    service_name = "secretsmanager"
+
+    def __init__(
+        self, service: Service, spec: AwsSecretsSpec, secrets: Secrets, hooks: Hooks | None = None
+    ) -> None:
+        scope = dict(getattr(service.auth, "settings", {}))
+        refresh = float(scope.get("refresh", 300))
+        # Cached for `refresh` seconds; its value guarded for as long again after that.
+        settings = MintSettings(refresh_before=refresh)
+        super().__init__(service.name, spec.name, scope, settings=settings, hooks=hooks)
+        self._setup(spec, secrets)
+        self.created_at: float | None = None  # the version's CreatedDate
+
+    def carry_over(self, previous: MintingProvider) -> None:
+        """Also keep the key's age."""
+        super().carry_over(previous)
+        if isinstance(previous, AwsSecretsProvider) and previous.identity == self.identity:
+            self.created_at = previous.created_at
+
+    async def mint(self, scope: Mapping[str, JSON], deadline: float) -> Minted:
+        """GetSecretValue; the string, or the `json_key` of the JSON object it holds."""
+        stage = scope.get("version_stage")
+        got = await get_secret_value(
+            self.sessions.session_for(self.spec.address_policy),
+            self._endpoint(deadline),
+            self._source,
+            secret_id=str(scope["secret_id"]),
+            version_stage=str(stage) if stage is not None else None,
+        )
+        value = got.value.reveal()
+        key = scope.get("json_key")
+        if key is not None:
+            value = _json_key(value, str(key))
+        self.created_at = got.created_at
+        header, prefix = str(scope["header"]), str(scope["prefix"])
+        ends = self.hooks.wall() + 2 * float(str(scope["refresh"]))
+        return Minted(Injection({header: prefix + value}), ends, secrets=(value,))
 
 
-def _xml(data: bytes, what: str) -> ET.Element:
-    """Parse an AWS XML answer; a DTD or an entity declaration (never in one) is refused before
-    the parser sees it, so no entity can expand."""
-    if b"<!" in data:
-        raise SourceFailed(f"{what}: answer holds a DTD or declaration")
+def _json_key(text: str, key: str) -> str:
     try:
-        return ET.fromstring(data)  # noqa: S314 - declarations refused above
-    except ET.ParseError:
-        raise SourceFailed(f"{what}: answer is not XML") from None
-
-
-def _timestamp(text: str, what: str) -> float:
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        doc = json.loads(text)
     except ValueError:
-        raise SourceFailed(f"{what}: Expiration is not a timestamp") from None
-    if when.tzinfo is None:
-        raise SourceFailed(f"{what}: Expiration has no time zone")
-    return when.timestamp()
+        raise MintFailed("secret string is not JSON (json_key is set)") from None
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, str) or not value:
+        raise MintFailed(f"secret's JSON has no string {key!r}")
+    return value
 
 
-def _safe_code(code: str | None) -> str:
-    """An AWS error code, if it looks like one (a word such as AccessDenied); nothing else of an
-    error answer is kept."""
-    code = (code or "").rpartition("#")[2]
-    return code if code.isascii() and code.isalnum() and len(code) <= 64 else "(no error code)"
+def sts_factory(
+    service: Service, spec: ProviderSpec, secrets: Secrets, hooks: Hooks | None
+) -> CredentialProvider:
+    """The `build.FACTORIES` entry for `aws_sts`."""
+    assert isinstance(spec, AwsStsSpec)  # noqa: S101 - FACTORIES is keyed by the spec's type
+    return AwsStsProvider(service, spec, secrets, hooks)
+
+
+def secrets_factory(
+    service: Service, spec: ProviderSpec, secrets: Secrets, hooks: Hooks | None
+) -> CredentialProvider:
+    """The `build.FACTORIES` entry for `aws_secrets`."""
+    assert isinstance(spec, AwsSecretsSpec)  # noqa: S101 - FACTORIES is keyed by the spec's type
+    return AwsSecretsProvider(service, spec, secrets, hooks)

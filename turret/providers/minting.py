@@ -427,7 +427,7 @@ class MintingProvider(ProviderBase):
 
 def _injection_of(lease: Lease) -> MintedInjection:
     injection = lease.minted.injection
-    return MintedInjection(injection.headers, injection.query, lease=lease)
+    return MintedInjection(injection.headers, injection.query, sign=injection.sign, lease=lease)
 
 
 def _landed(flights: dict[str, asyncio.Task[Lease]], key: str, done: asyncio.Task[Lease]) -> None:

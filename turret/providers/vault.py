@@ -1,221 +1,202 @@
-"""HashiCorp Vault and OpenBao (same HTTP API) on the wire: AppRole login, KV v2 reads, dynamic
-credentials and their leases (renew, revoke), and revoking Turret's own token. aiohttp, not hvac
-(which is synchronous). Each answer is checked for the shape the API documents; anything else
-is a `SourceFailed`, and nothing of an answer's error text is kept (it can quote the request).
+"""Vault / OpenBao as a minting provider (`providers: {NAME: {type: vault, ...}}`).
+
+Turret logs in with AppRole (or uses a configured token) and, per service, either reads a KV v2
+secret's field (`kv:`; re-read every `refresh` seconds, its version's `created_time` reported as
+`created_at`, the key's age) or asks a secrets engine for a dynamic credential (`dynamic:`; the
+lease is renewed before it runs out while Vault allows, then a new one is minted; on killswitch
+every lease is revoked with `sys/leases/revoke`, then Turret's own AppRole token). A lease never
+outlives the token that created it (Vault revokes a token's leases with it), so its use ends
+with the token's. Every call goes through the address policy of the provider's `url`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
-from yarl import URL
-
-from turret.providers.fetch import SourceFailed, call, int_field, json_object, text_field
+from turret.authkinds import Injection, Secrets
+from turret.config.cloud import VaultSpec
+from turret.config.providers import ProviderSpec
+from turret.model import JSON, Service
+from turret.providers import CredentialProvider, digest
+from turret.providers.minting import (
+    Hooks,
+    Minted,
+    MintFailed,
+    MintingProvider,
+    MintSettings,
+    RevokeReport,
+    scope_text,
+)
+from turret.providers.vault_api import (
+    VaultServer,
+    VaultToken,
+    login_approle,
+    read_creds,
+    read_kv,
+    renew_lease,
+    revoke_lease,
+    revoke_self,
+)
 from turret.secret import Secret
 
-
-@dataclass(frozen=True)
-class VaultServer:
-    """Where Vault is: its base URL (…:8200) and the namespace, if any (Enterprise, OpenBao)."""
-
-    url: str
-    namespace: str | None = None
-    timeout: float = 5.0
-
-    def headers(self, token: Secret | None = None) -> dict[str, str]:
-        """The headers of every call: the token, the namespace, and `X-Vault-Request` (which a
-        Vault Agent in front may require, against browser-driven requests)."""
-        headers = {"X-Vault-Request": "true"}
-        if token is not None:
-            headers["X-Vault-Token"] = token.reveal()
-        if self.namespace:
-            headers["X-Vault-Namespace"] = self.namespace
-        return headers
-
-    def endpoint(self, *segments: str) -> URL:
-        """`/v1/` plus `segments`, each percent-encoded (a `/` inside one stays a separator
-        only where the caller split it)."""
-        path = "/".join(quote(s, safe="") for s in segments)
-        return URL(self.url.rstrip("/") + "/v1/" + path, encoded=True)
+DYNAMIC_REFRESH_BEFORE = 60.0  # a lease is renewed (or replaced) this long before it ends
 
 
-@dataclass(frozen=True)
-class VaultToken:
-    """Turret's own Vault token and when it stops being valid."""
+class VaultProvider(MintingProvider):
+    """One service's credential from Vault: a KV field, or a dynamic lease."""
 
-    token: Secret
-    expires_at: float
+    kind = "vault"
 
+    def __init__(
+        self, service: Service, spec: VaultSpec, secrets: Secrets, hooks: Hooks | None = None
+    ) -> None:
+        scope: dict[str, JSON] = dict(getattr(service.auth, "settings", {}))
+        kv = scope.get("kv")
+        # KV: cached for `refresh` seconds, its value guarded for as long again after that
+        # (a rotated secret may still be accepted upstream for a while).
+        refresh = float(str(kv["refresh"])) if isinstance(kv, dict) else DYNAMIC_REFRESH_BEFORE
+        super().__init__(
+            service.name,
+            spec.name,
+            scope,
+            settings=MintSettings(refresh_before=refresh),
+            hooks=hooks,
+        )
+        self.spec = spec
+        names = [n for n in (spec.role_id, spec.secret_id, spec.token) if n]
+        self._creds = {n: secrets[n] for n in names}
+        self._creds_digest = digest(*(s.reveal() for s in self._creds.values()))
+        self._login: tuple[VaultToken, float] | None = None  # (token, when obtained)
+        self._revoked: set[str] = set()  # leases revoked (a renewed one is issued twice)
+        self._fixed: set[str] = set()  # leases Vault said are not renewable
+        self.created_at: float | None = None  # the KV version's created_time
 
-@dataclass(frozen=True)
-class KvValue:
-    """One field of a KV v2 secret version, with the version's number and creation time."""
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """The server, namespace and credentials too: a change mints anew."""
+        return (*super().identity, self.spec, self._creds_digest)
 
-    value: Secret
-    version: int
-    created_at: float
+    def carry_over(self, previous: MintingProvider) -> None:
+        """Also keep the AppRole token, the key's age and what was revoked."""
+        super().carry_over(previous)
+        if isinstance(previous, VaultProvider) and previous.identity == self.identity:
+            self._login, self._revoked = previous._login, previous._revoked
+            self._fixed = previous._fixed
+            self.created_at = previous.created_at
 
+    async def mint(self, scope: Mapping[str, JSON], deadline: float) -> Minted:
+        """The service's value: the KV field, or a renewed or new dynamic lease."""
+        server = self._server(deadline)
+        token, token_ends = await self._token(server)
+        header, prefix = str(scope["header"]), str(scope["prefix"])
+        now = self.hooks.wall()
+        http = self.sessions.session_for(self.spec.address_policy)
+        kv = scope.get("kv")
+        if isinstance(kv, dict):
+            version = kv.get("version")
+            spec = (str(kv["mount"]), str(kv["path"]), str(kv["field"]), _int(version))
+            got = await read_kv(http, server, token, spec)
+            self.created_at = got.created_at
+            value = got.value.reveal()
+            ends = now + 2 * float(str(kv["refresh"]))
+            return Minted(Injection({header: prefix + value}), ends, secrets=(value,))
+        dynamic = scope["dynamic"]
+        if not isinstance(dynamic, dict):
+            raise MintFailed("scope has neither kv nor dynamic")
+        renewed = await self._renewed(server, token, scope, int(str(dynamic["increment"])))
+        if renewed is not None:
+            return replace(renewed[0], expires_at=min(renewed[1], token_ends))
+        spec3 = (str(dynamic["mount"]), str(dynamic["role"]), str(dynamic["field"]))
+        lease = await read_creds(http, server, token, spec3, now)
+        if not lease.renewable:
+            self._fixed.add(lease.lease_id)
+        value = lease.value.reveal()
+        return Minted(
+            Injection({header: prefix + value}),
+            min(lease.expires_at, token_ends),
+            lease_id=lease.lease_id,
+            secrets=(value,),
+        )
 
-@dataclass(frozen=True)
-class VaultLease:
-    """A dynamic credential: one field of its data, its lease and when the lease ends."""
+    async def revoke_lease(self, minted: Minted) -> None:
+        """`sys/leases/revoke` for a dynamic lease (once, however often it was renewed)."""
+        lease_id = minted.lease_id
+        if not lease_id or lease_id in self._revoked:
+            return
+        server = self._server(self.hooks.monotonic() + self.spec.timeout)
+        token, _ = await self._token(server)
+        http = self.sessions.session_for(self.spec.address_policy)
+        await revoke_lease(http, server, token, lease_id)
+        self._revoked.add(lease_id)
 
-    lease_id: str
-    value: Secret
-    expires_at: float
-    renewable: bool
+    async def revoke_outstanding(self) -> RevokeReport:
+        """Every lease, then Turret's AppRole token (a configured token is the operator's)."""
+        report = await super().revoke_outstanding()
+        if self._login is None or self.spec.token or self.state.pool is None:
+            return report
+        token, self._login = self._login[0].token, None
+        server = self._server(self.hooks.monotonic() + self.spec.timeout)
+        try:
+            await revoke_self(self.sessions.session_for(self.spec.address_policy), server, token)
+        except MintFailed as exc:
+            return RevokeReport(report.revoked, (*report.failures, exc.cause))
+        return report
 
+    def _server(self, deadline: float) -> VaultServer:
+        return VaultServer(
+            self.spec.url, self.spec.namespace, min(self.remaining(deadline), self.spec.timeout)
+        )
 
-async def _json_call(
-    session: aiohttp.ClientSession,
-    server: VaultServer,
-    *,
-    method: str,
-    url: URL,
-    token: Secret | None,
-    doc: dict[str, Any] | None,
-    what: str,
-) -> tuple[int, bytes]:
-    headers = server.headers(token)
-    body = None
-    if doc is not None:
-        headers["Content-Type"] = "application/json"
-        body = json.dumps(doc).encode()
-    status, data = await call(
-        session, method, url, headers=headers, body=body, within=server.timeout, what=what
-    )
-    if status >= 300:
-        # Vault's `{"errors": [...]}` texts are not kept: a status says enough to act on.
-        raise SourceFailed(f"{what}: HTTP {status}")
-    return status, data
+    async def _token(self, server: VaultServer) -> tuple[Secret, float]:
+        """The token to call with and when it ends: the configured one (no known end), or
+        the AppRole login's, logging in anew once half its lifetime has passed."""
+        if self.spec.token:
+            return self._creds[self.spec.token], float("inf")
+        now = self.hooks.wall()
+        if self._login is not None:
+            login, since = self._login
+            if now < since + (login.expires_at - since) / 2:
+                return login.token, login.expires_at
+        assert self.spec.role_id and self.spec.secret_id  # noqa: S101 - the spec's invariant
+        http = self.sessions.session_for(self.spec.address_policy)
+        role_id, secret_id = self._creds[self.spec.role_id], self._creds[self.spec.secret_id]
+        login = await login_approle(http, server, role_id, secret_id, now)
+        if login.expires_at <= now:
+            raise MintFailed("vault approle login: token without a lifetime")
+        self._login = (login, now)
+        return login.token, login.expires_at
 
-
-async def login_approle(
-    session: aiohttp.ClientSession,
-    server: VaultServer,
-    role_id: Secret,
-    secret_id: Secret,
-    now: float,
-) -> VaultToken:
-    """`POST auth/approle/login`: a token for Turret, valid for its `lease_duration`."""
-    what = "vault approle login"
-    doc = {"role_id": role_id.reveal(), "secret_id": secret_id.reveal()}
-    url = server.endpoint("auth", "approle", "login")
-    _, data = await _json_call(
-        session, server, method="POST", url=url, token=None, doc=doc, what=what
-    )
-    auth = json_object(data, what).get("auth")
-    if not isinstance(auth, dict):
-        raise SourceFailed(f"{what}: no 'auth' in the answer")
-    token = text_field(auth, "client_token", what)
-    return VaultToken(Secret(token), now + int_field(auth, "lease_duration", what))
-
-
-async def read_kv(
-    session: aiohttp.ClientSession,
-    server: VaultServer,
-    token: Secret,
-    spec: tuple[str, str, str, int | None],
-) -> KvValue:
-    """`GET {mount}/data/{path}[?version=N]`, field `field` of `data.data`; `spec` is
-    (mount, path, field, version)."""
-    mount, path, field, version = spec
-    what = "vault kv read"
-    url = server.endpoint(mount, "data", *path.split("/"))
-    if version is not None:
-        url = url.with_query(version=str(version))
-    _, data = await _json_call(
-        session, server, method="GET", url=url, token=token, doc=None, what=what
-    )
-    outer = json_object(data, what).get("data")
-    inner = outer.get("data") if isinstance(outer, dict) else None
-    metadata = outer.get("metadata") if isinstance(outer, dict) else None
-    if not isinstance(inner, dict) or not isinstance(metadata, dict):
-        raise SourceFailed(f"{what}: no 'data.data' and 'data.metadata' (not a KV v2 mount?)")
-    if field not in inner:
-        raise SourceFailed(f"{what}: the secret has no field {field!r}")
-    value = text_field(inner, field, what)
-    created = _rfc3339(text_field(metadata, "created_time", what), what)
-    return KvValue(Secret(value), int_field(metadata, "version", what), created)
-
-
-async def read_creds(
-    session: aiohttp.ClientSession,
-    server: VaultServer,
-    token: Secret,
-    spec: tuple[str, str, str],
-    now: float,
-) -> VaultLease:
-    """`GET {mount}/creds/{role}`: a new dynamic credential, field `field` of its data; `spec`
-    is (mount, role, field)."""
-    mount, role, field = spec
-    what = "vault dynamic credential"
-    url = server.endpoint(mount, "creds", role)
-    _, data = await _json_call(
-        session, server, method="GET", url=url, token=token, doc=None, what=what
-    )
-    answer = json_object(data, what)
-    values = answer.get("data")
-    if not isinstance(values, dict) or field not in values:
-        raise SourceFailed(f"{what}: the answer's data has no field {field!r}")
-    value = text_field(values, field, what)
-    lease_id = text_field(answer, "lease_id", what)
-    duration = int_field(answer, "lease_duration", what)
-    renewable = answer.get("renewable")
-    if not isinstance(renewable, bool):
-        raise SourceFailed(f"{what}: 'renewable' missing or not a boolean")
-    return VaultLease(lease_id, Secret(value), now + duration, renewable)
-
-
-async def renew_lease(
-    session: aiohttp.ClientSession,
-    server: VaultServer,
-    token: Secret,
-    *,
-    lease_id: str,
-    increment: int,
-    now: float,
-) -> float:
-    """`PUT sys/leases/renew`: the lease's new end (Vault may grant less than `increment`)."""
-    what = "vault lease renew"
-    doc = {"lease_id": lease_id, "increment": increment}
-    url = server.endpoint("sys", "leases", "renew")
-    _, data = await _json_call(
-        session, server, method="PUT", url=url, token=token, doc=doc, what=what
-    )
-    return now + int_field(json_object(data, what), "lease_duration", what)
-
-
-async def revoke_lease(
-    session: aiohttp.ClientSession, server: VaultServer, token: Secret, lease_id: str
-) -> None:
-    """`PUT sys/leases/revoke`: the credential stops working now."""
-    url = server.endpoint("sys", "leases", "revoke")
-    doc = {"lease_id": lease_id}
-    await _json_call(
-        session, server, method="PUT", url=url, token=token, doc=doc, what="vault revoke"
-    )
+    async def _renewed(
+        self, server: VaultServer, token: Secret, scope: Mapping[str, JSON], increment: int
+    ) -> tuple[Minted, float] | None:
+        """The cached lease of `scope` renewed, with its new end; None if there is none to
+        renew, Vault refused, or it granted too little to be worth keeping."""
+        cached = self.state.cache.get(scope_text(dict(scope)))
+        lease_id = cached.minted.lease_id if cached is not None else None
+        if cached is None or not lease_id or lease_id in self._fixed:
+            return None
+        now = self.hooks.wall()
+        http = self.sessions.session_for(self.spec.address_policy)
+        try:
+            ends = await renew_lease(
+                http, server, token, lease_id=lease_id, increment=increment, now=now
+            )
+        except MintFailed:
+            return None  # a new lease is minted instead
+        if ends - now <= 2 * self.settings.refresh_before:
+            return None  # at the role's max TTL: the old lease lapses, a new one is minted
+        return cached.minted, ends
 
 
-async def revoke_self(session: aiohttp.ClientSession, server: VaultServer, token: Secret) -> None:
-    """`POST auth/token/revoke-self`: Turret's own token stops working (and with it every lease
-    it created that Vault ties to it)."""
-    url = server.endpoint("auth", "token", "revoke-self")
-    what = "vault token revoke"
-    await _json_call(session, server, method="POST", url=url, token=token, doc=None, what=what)
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _rfc3339(text: str, what: str) -> float:
-    """A Vault time (RFC 3339, nanoseconds, `Z`) as epoch seconds."""
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SourceFailed(f"{what}: created_time is not a timestamp") from None
-    if when.tzinfo is None:
-        raise SourceFailed(f"{what}: created_time has no time zone")
-    return when.timestamp()
+def factory(
+    service: Service, spec: ProviderSpec, secrets: Secrets, hooks: Hooks | None
+) -> CredentialProvider:
+    """The `build.FACTORIES` entry for `vault`."""
+    assert isinstance(spec, VaultSpec)  # noqa: S101 - FACTORIES is keyed by the spec's type
+    return VaultProvider(service, spec, secrets, hooks)
