@@ -18,9 +18,16 @@ class Scrubber:
     one only when it holds a secret.
     """
 
-    def __init__(self, redactor: Redactor, tokens: TokenGuard, sent: bytes) -> None:
+    def __init__(
+        self,
+        redactor: Redactor,
+        tokens: TokenGuard,
+        sent: bytes,
+        extra: tuple[Redactor, ...] = (),
+    ) -> None:
         self._redactor = redactor
         self._tokens = tokens
+        self._extra = extra  # credentials minted since the runtime was built
         self._sent = [sent]
         self._needed: bool | None = None
 
@@ -33,12 +40,15 @@ class Scrubber:
     def __call__(self, text: str) -> str:
         if self._needed is None:
             # Checked on first use, after authentication has added the caller's own token.
-            guards = (self._redactor, self._tokens.redactor)
+            guards = (self._redactor, self._tokens.redactor, *self._extra)
             self._needed = carries(b"\n".join(self._sent), guards)
-        return scrub(text, self._redactor, self._tokens) if self._needed else text
+        return scrub(text, self._redactor, self._tokens, self._extra) if self._needed else text
 
 
-def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
+def scrub(
+    text: str, redactor: Redactor, tokens: TokenGuard, extra: tuple[Redactor, ...] = ()
+) -> str:
     """`text` with every credential and every agent token redacted: in place where that is
-    possible, otherwise (a secret seen only once decoded) the whole text is the marker."""
-    return scrub_text(text, (redactor, tokens.redactor))
+    possible, otherwise (a secret seen only once decoded) the whole text is the marker.
+    `extra`: more guards (credentials minted since the runtime was built)."""
+    return scrub_text(text, (redactor, tokens.redactor, *extra))

@@ -1,10 +1,12 @@
-"""Fixtures for the cloud providers: one moto server for the session, a fake Vault per test,
-clocks both share with Turret, and a client session for the wire-level tests."""
+"""Fixtures of the provider tests: a Turret in front of the fake GitHub; for the cloud
+providers one moto server for the session, a fake Vault per test, clocks both share with
+Turret, and a client session for the wire-level tests."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -12,8 +14,18 @@ from aiohttp.test_utils import TestServer
 
 from tests.gateway import Canaries
 from tests.providers.fakevault import FakeVault
+from tests.providers.github import GitHubGateway, github_gateway
 from tests.providers.minters import FakeTime
 from tests.providers.motoserver import MotoServer, binary
+
+
+@pytest.fixture
+async def gh(
+    leak_check: Canaries, tmp_path: Path, creds_dir: Path
+) -> AsyncIterator[GitHubGateway]:
+    """Turret minting from the fake GitHub, with controlled time; checked for leaks."""
+    async for gateway in github_gateway(leak_check, tmp_path, creds_dir):
+        yield gateway
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from turret.authkinds import ProviderAuth, Uses
 from turret.config.checker import Checker
 from turret.config.limits import read_address_policy
 from turret.config.yamlload import join
-from turret.errors import UnprocessableEntity
+from turret.errors import ConfigIssue, UnprocessableEntity
 from turret.model import (
     CREDENTIAL_NAME,
     HEADER_NAME,
@@ -360,3 +360,17 @@ def _check_placeholders(
 def dev_only(providers: Mapping[str, ProviderSpec]) -> list[str]:
     """The providers `turret serve` refuses without `--dev` (type `env`)."""
     return sorted(name for name, spec in providers.items() if spec.dev_only)
+
+
+def dev_only_issues(providers: Mapping[str, ProviderSpec]) -> list[ConfigIssue]:
+    """What `turret serve` says when refusing a development-only provider without `--dev`
+    (and `turret check-config` warns)."""
+    return [
+        ConfigIssue(
+            f"providers.{name}.type",
+            None,
+            f"type {providers[name].type} is for development and tests only: turret serve "
+            "refuses it unless --dev is given (use LoadCredential= and a credential instead)",
+        )
+        for name in dev_only(providers)
+    ]

@@ -132,7 +132,7 @@ def begin(ctx: Context, incoming: Incoming, path: str) -> Flow:
             "TURRET_METHOD": incoming.method,
             "TURRET_PATH": path,
         },
-        Scrubber(runtime.redactor, ctx.tokens, sent),
+        Scrubber(runtime.redactor, ctx.tokens, sent, tuple(runtime.live_guards())),
     )
     return Flow(ctx, incoming, runtime, audit)
 

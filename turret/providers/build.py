@@ -10,7 +10,7 @@ from turret.config.providers import ProviderSpec
 from turret.echo import Redactor
 from turret.errors import CredentialError
 from turret.model import Config, Service
-from turret.providers import CredentialProvider, aws, vault
+from turret.providers import CredentialProvider, aws, env, github_app, vault
 from turret.providers.login import LoginProvider
 from turret.providers.minting import Hooks, MintingProvider
 from turret.providers.static import StaticProvider, credentials_directory, load_credentials
@@ -20,6 +20,8 @@ from turret.runtime import PROCESS_PARAMS_KEY, Runtime
 # secrets, hooks) -> provider. A type's module adds its entry here.
 Factory = Callable[[Service, ProviderSpec, Secrets, Hooks | None], CredentialProvider]
 FACTORIES: dict[str, Factory] = {
+    "env": env.factory,
+    "github_app": github_app.factory,
     "vault": vault.factory,
     "aws_sts": aws.sts_factory,
     "aws_secrets": aws.secrets_factory,

@@ -278,15 +278,16 @@ class MintingProvider(ProviderBase):
         state = self.state
         self._prune(self.hooks.wall())
         leases, state.cache = list(state.issued), {}
-        revoked, failures = 0, []
-        for lease in leases:
-            try:
-                await self.revoke_lease(lease.minted)
-            except MintFailed as exc:
-                failures.append(exc.cause)
-            else:
-                revoked += 1
-        return RevokeReport(revoked, tuple(failures))
+        # All at once: a killswitch should not wait for one lease after another.
+        results = await asyncio.gather(
+            *(self.revoke_lease(lease.minted) for lease in leases), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # a cancellation, not a failed revocation
+        errors = [r for r in results if isinstance(r, Exception)]
+        failures = [e.cause if isinstance(e, MintFailed) else type(e).__name__ for e in errors]
+        return RevokeReport(len(results) - len(failures), tuple(failures))
 
     # --- the framework -----------------------------------------------------------------------
 
