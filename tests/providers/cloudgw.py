@@ -1,6 +1,6 @@
 """Building a gateway whose services get their credentials from the cloud providers: the
 source credentials written next to the canaries (and watched by the leak check), the
-providers' clocks replaced by a `FakeTime`, the providers reachable for the tests."""
+providers' clocks a `FakeTime`, the providers reachable for the tests."""
 
 from __future__ import annotations
 
@@ -58,11 +58,12 @@ async def cloud_gateway(
         (directory / name).write_text(value + "\n")
     creds.watch(list(sources.values()))
     built = await build_gateway(
-        config, creds=creds, audit_path=tmp_path / "audit.jsonl", credentials_dir=directory
+        config,
+        creds=creds,
+        audit_path=tmp_path / "audit.jsonl",
+        credentials_dir=directory,
+        hooks=time.hooks(),
     )
-    for provider in built.client.app[CONTEXT].holder.current.providers.values():
-        if isinstance(provider, MintingProvider):
-            provider.hooks = time.hooks()
     return CloudGateway(**fields_of(built), token=token, time=time)
 
 
