@@ -179,6 +179,31 @@ async def test_aws_sts_signed_request_accepted_by_moto_and_session_cached(env: E
     assert issued["session_token"] not in json.dumps(gw.audit())
 
 
+async def test_aws_sts_caller_signature_headers_are_replaced(env: Env) -> None:
+    gw = await env.gateway()
+    forged = {
+        "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD",
+        "X-Amz-Security-Token": "forged",
+        "X-Amz-Date": "20000101T000000Z",
+        "X-Amz-Target": "kept",
+    }
+    resp = await gw.client.post(
+        "/v1/proxy/sts/", data=WHOAMI, headers={**gw.auth(), **FORM, **forged}
+    )
+    assert resp.status == 200, await resp.text()  # moto checked Turret's signature only
+
+
+async def test_aws_sts_session_secrets_refused_in_an_agent_request(env: Env) -> None:
+    gw = await env.gateway()
+    assert (await whoami(gw)).status == 200
+    issued = env.moto.assumed_roles()[-1]
+    for value in (issued["session_token"], issued["secret_access_key"]):
+        resp = await gw.client.post(
+            "/v1/proxy/sts/", data=WHOAMI + b"&x=" + value.encode(), headers={**gw.auth(), **FORM}
+        )
+        await assert_error(resp, 403, "credential_in_request")
+
+
 async def test_aws_sts_remints_before_expiry(env: Env) -> None:
     gw = await env.gateway()
     before = env.sessions()

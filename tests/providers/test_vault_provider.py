@@ -25,7 +25,7 @@ from turret.providers.vault import VaultProvider
 Vault = tuple[FakeVault, str]
 GRANT = """\
     proxy:
-      - {service: git, methods: [GET], paths: ["/api/**"]}
+      - {service: git, methods: [GET, POST], paths: ["/api/**"]}
 """
 
 
@@ -248,6 +248,43 @@ services:
     assert read.headers["X-Vault-Token"] == static
     await revoke_all({"git": gw.provider("git")}, Recording())
     assert static in fake.tokens  # the operator's token is not Turret's to revoke
+
+
+async def test_vault_minted_value_refused_in_an_agent_request(env: Env) -> None:
+    env.fake.put_kv("secret", "team/gitea", {"token": "CANARY-kv-exfil-0123456789"})
+    gw = await env.gateway(KV)
+    assert (await get(gw)).status == 200
+    for body in ("CANARY-kv-exfil-0123456789", "Q0FOQVJZLWt2LWV4ZmlsLTAxMjM0NTY3ODk="):
+        resp = await gw.client.post("/v1/proxy/git/api/x", data=body, headers=gw.auth())
+        await assert_error(resp, 403, "credential_in_request")
+    assert len(env.upstream.received) == 1
+
+
+@pytest.mark.parametrize("allow", ["", "allow_networks: [127.0.0.0/8]"])
+async def test_vault_url_goes_through_its_address_policy(env: Env, allow: str) -> None:
+    env.fake.put_kv("secret", "svc", {"token": "CANARY-kv-policy-0123456789"})
+    named = env.url.replace("127.0.0.1", "localhost")  # a name: resolved, then checked
+    token = env.creds.mint()
+    text = f"""
+providers:
+  vault-main:
+    {{type: vault, url: {named}, role_id: vault-role-id, secret_id: vault-secret-id, {allow}}}
+services:
+  git:
+    url: {env.upstream.url}
+    auth: {{provider: vault-main, kv: {{mount: secret, path: svc, field: token}}}}
+""" + agent_block(token, GRANT)
+    sources = {"vault-role-id": env.fake.role_id, "vault-secret-id": env.fake.secret_id}
+    gw = await env.custom(text, sources, token)
+    resp = await get(gw)
+    if allow:
+        assert resp.status == 200
+        return
+    await assert_error(resp, 503, "credential_unavailable")
+    assert env.fake.calls == []
+    (alert,) = gw.records("credential_mint_failed")
+    assert "address policy refused" in alert["TURRET_REASON"]
+    assert "loopback" in alert["TURRET_REASON"]
 
 
 @pytest.mark.parametrize(
