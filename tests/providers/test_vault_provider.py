@@ -250,6 +250,21 @@ services:
     assert static in fake.tokens  # the operator's token is not Turret's to revoke
 
 
+async def test_vault_token_revoked_outside_turret_means_a_new_login(env: Env) -> None:
+    env.fake.put_kv("secret", "team/gitea", {"token": "CANARY-kv-relog-0123456789"})
+    gw = await env.gateway(KV)
+    assert (await get(gw)).status == 200
+    env.fake.tokens.clear()  # an operator revoked Turret's token in Vault
+    env.clock.advance(301)
+    assert (await get(gw)).status == 200  # the refused read, then a retry that logs in
+    paths = [c.path for c in env.fake.calls]
+    assert paths[2:] == [
+        "/v1/secret/data/team/gitea",
+        "/v1/auth/approle/login",
+        "/v1/secret/data/team/gitea",
+    ]
+
+
 async def test_vault_minted_value_refused_in_an_agent_request(env: Env) -> None:
     env.fake.put_kv("secret", "team/gitea", {"token": "CANARY-kv-exfil-0123456789"})
     gw = await env.gateway(KV)

@@ -87,7 +87,16 @@ class VaultProvider(MintingProvider):
             self.created_at = previous.created_at
 
     async def mint(self, scope: Mapping[str, JSON], deadline: float) -> Minted:
-        """The service's value: the KV field, or a renewed or new dynamic lease."""
+        """The service's value: the KV field, or a renewed or new dynamic lease. After a
+        failure the AppRole token is dropped, so a retry logs in anew (the token may be what
+        Vault refused: revoked or expired early)."""
+        try:
+            return await self._mint(scope, deadline)
+        except MintFailed:
+            self._login = None
+            raise
+
+    async def _mint(self, scope: Mapping[str, JSON], deadline: float) -> Minted:
         server = self._server(deadline)
         token, token_ends = await self._token(server)
         header, prefix = str(scope["header"]), str(scope["prefix"])
