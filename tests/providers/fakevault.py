@@ -233,6 +233,36 @@ def _malformed(kind: str) -> web.Response:
         ).encode(),
         "no-data": json.dumps({"data": None, "lease_id": "", "lease_duration": 0}).encode(),
         "array": b"[]",
+        "no-lease-id": json.dumps(
+            {"lease_duration": 60, "renewable": True, "data": {"token": "t"}}
+        ).encode(),
+        "bad-renewable": json.dumps(
+            {
+                "lease_id": "x/creds/y/1",
+                "lease_duration": 60,
+                "renewable": "yes",
+                "data": {"token": "t"},
+            }
+        ).encode(),
+        "negative-ttl": json.dumps(
+            {
+                "lease_id": "x/creds/y/1",
+                "lease_duration": -5,
+                "renewable": True,
+                "data": {"token": "t"},
+            }
+        ).encode(),
+        "no-field": json.dumps(
+            {"lease_id": "x/creds/y/1", "lease_duration": 60, "renewable": True, "data": {}}
+        ).encode(),
+        "huge-ttl-bool": json.dumps(
+            {
+                "lease_id": "x/creds/y/1",
+                "lease_duration": True,
+                "renewable": True,
+                "data": {"token": "t"},
+            }
+        ).encode(),
     }
     return web.Response(body=bodies[kind], content_type="application/json")
 

@@ -149,6 +149,28 @@ async def test_vault_login_malformed_answers_fail_closed(
         await _login(http, vault)
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "not-json",
+        "array",
+        "no-lease-id",
+        "bad-renewable",
+        "negative-ttl",
+        "no-field",
+        "huge-ttl-bool",
+    ],
+)
+async def test_vault_dynamic_malformed_answers_fail_closed(
+    http: aiohttp.ClientSession, vault: Vault, clock: FakeTime, kind: str
+) -> None:
+    fake, _ = vault
+    server, token = await _login(http, vault)
+    fake.malformed = ("/v1/consul/", kind)
+    with pytest.raises(MintFailed):
+        await read_creds(http, server, token.token, ("consul", "deploy", "token"), clock.wall)
+
+
 async def test_vault_dynamic_lease_renew_and_revoke(
     http: aiohttp.ClientSession, vault: Vault, clock: FakeTime
 ) -> None:
