@@ -40,7 +40,7 @@ TRUST = {
 }
 
 
-def _policy(action: str) -> str:
+def _policy(action: str | list[str]) -> str:
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -136,7 +136,7 @@ class MotoServer:
         self.source = _keys(iam.create_access_key(UserName="turret-source"))
         iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(TRUST))
         iam.put_role_policy(
-            RoleName=ROLE_NAME, PolicyName="p", PolicyDocument=_policy("secretsmanager:*")
+            RoleName=ROLE_NAME, PolicyName="p", PolicyDocument=_policy(["secretsmanager:*", "s3:*"])
         )
         self._post("/moto-api/reset-auth", b"0")
 

@@ -98,6 +98,9 @@ services:
       provider: aws-main
       signing: {{service: secretsmanager}}
       session_policy: {READ_SECRET_POLICY}
+  s3:
+    url: {self.moto.url}
+    auth: {{provider: aws-main, signing: {{service: s3}}}}
   app:
     url: {self.upstream.url}
     auth: {{provider: sm, secret_id: turret/app-token, refresh: 300}}
@@ -126,6 +129,7 @@ capabilities:
         grants = """\
     proxy:
       - {service: sts, methods: [POST], paths: ["/"]}
+      - {service: s3, methods: [GET, PUT], paths: ["/turret-bucket/**"]}
       - {service: app, methods: [GET], paths: ["/api/**"]}
       - {service: appjson, methods: [GET], paths: ["/api/**"]}
     capabilities: [secrets.describe]
@@ -204,6 +208,23 @@ async def test_aws_sts_session_secrets_refused_in_an_agent_request(env: Env) -> 
         await assert_error(resp, 403, "credential_in_request")
 
 
+async def test_aws_sts_s3_signed_with_payload_hash_and_path_as_sent(env: Env) -> None:
+    admin = env.moto.client("s3")
+    admin.create_bucket(Bucket="turret-bucket")  # moto is fresh for each test session
+    gw = await env.gateway()
+    target = "/v1/proxy/s3/turret-bucket/notes/a%20b+c.txt"
+    resp = await gw.client.session.put(
+        gw.url(target),
+        data=b"hello through turret",
+        headers={**gw.auth(), "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"},
+    )
+    assert resp.status == 200, await resp.text()
+    resp = await gw.client.session.get(gw.url(target), headers=gw.auth())
+    assert (resp.status, await resp.read()) == (200, b"hello through turret")
+    stored = admin.get_object(Bucket="turret-bucket", Key="notes/a b+c.txt")
+    assert stored["Body"].read() == b"hello through turret"
+
+
 async def test_aws_sts_remints_before_expiry(env: Env) -> None:
     gw = await env.gateway()
     before = env.sessions()
@@ -276,10 +297,7 @@ async def test_aws_secrets_value_sent_refreshed_and_aged(env: Env) -> None:
         "CANARY-sm-second-" + secrets.token_hex(6),
     )
     env.creds.watch([first, second])
-    try:
-        admin.create_secret(Name="turret/app-token", SecretString=first)
-    except admin.exceptions.ResourceExistsException:
-        admin.put_secret_value(SecretId="turret/app-token", SecretString=first)
+    admin.create_secret(Name="turret/app-token", SecretString=first)
     gw = await env.gateway()
     resp = await gw.client.get("/v1/proxy/app/api/v1/user", headers=gw.auth())
     assert resp.status == 200
@@ -302,10 +320,7 @@ async def test_aws_secrets_json_key_and_bad_json_fail_closed(env: Env) -> None:
     value = "CANARY-sm-json-" + secrets.token_hex(6)
     env.creds.watch([value])
     text = json.dumps({"token": value, "user": "bot"})
-    try:
-        admin.create_secret(Name="turret/app-json", SecretString=text)
-    except admin.exceptions.ResourceExistsException:
-        admin.put_secret_value(SecretId="turret/app-json", SecretString=text)
+    admin.create_secret(Name="turret/app-json", SecretString=text)
     gw = await env.gateway()
     assert (await gw.client.get("/v1/proxy/appjson/api/x", headers=gw.auth())).status == 200
     assert env.upstream.received[-1].headers["X-Api-Key"] == value

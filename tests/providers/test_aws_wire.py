@@ -3,6 +3,7 @@ authentication on: moto recomputes every SigV4 signature and refuses a wrong one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 
@@ -86,7 +87,8 @@ async def test_aws_signature_covers_the_body(http: aiohttp.ClientSession, moto: 
     assert b"SignatureDoesNotMatch" in body
 
 
-async def test_aws_sign_replaces_caller_signature_headers(moto: MotoServer) -> None:
+@pytest.mark.parametrize("service", ["sts", "s3"])
+async def test_aws_sign_replaces_caller_signature_headers(service: str) -> None:
     keys = AwsKeys("ASIAEXAMPLE", Secret("sk"), Secret("tok"))
     caller = {
         "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD",
@@ -95,9 +97,11 @@ async def test_aws_sign_replaces_caller_signature_headers(moto: MotoServer) -> N
         "Authorization": "AWS4-HMAC-SHA256 Credential=theirs",
         "X-Custom": "kept",
     }
-    out = sign(keys, "s3", REGION, method="PUT", url="http://h/k", headers=caller, body=b"b")
+    out = sign(keys, service, REGION, method="PUT", url="http://h/k", headers=caller, body=b"b")
     lowered = {k.lower(): v for k, v in out.items()}
-    assert "x-amz-content-sha256" not in lowered
+    # S3 states the body's hash (never UNSIGNED-PAYLOAD); other services sign it implicitly.
+    body_hash = hashlib.sha256(b"b").hexdigest()
+    assert lowered.get("x-amz-content-sha256") == (body_hash if service == "s3" else None)
     assert lowered["x-amz-security-token"] == "tok"
     assert lowered["x-amz-date"] != "19700101T000000Z"
     assert "Credential=ASIAEXAMPLE/" in lowered["authorization"]
