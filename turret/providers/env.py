@@ -22,11 +22,22 @@ from turret.providers.minting import Hooks
 from turret.providers.static import StaticProvider
 
 
-def env_injection(
-    service: Service, spec: EnvSpec, environ: Mapping[str, str] = os.environ
-) -> Injection:
-    """The injection of the value in `spec.variable`; `CredentialError` naming the variable
-    (never its value) if it is unset, empty or unsendable in a header."""
+class EnvProvider(StaticProvider):
+    """A `StaticProvider` whose value came from the environment: the value alone is guarded
+    too (a loaded credential is guarded as loaded; this one is not among them)."""
+
+    def __init__(self, name: str, injection: Injection, value: str) -> None:
+        super().__init__(name, injection)
+        self._value = value
+
+    def guarded(self) -> list[str]:
+        """The header as sent, and the variable's value alone."""
+        return [*super().guarded(), self._value]
+
+
+def env_value(spec: EnvSpec, environ: Mapping[str, str] = os.environ) -> str:
+    """The value in `spec.variable`; `CredentialError` naming the variable (never its value)
+    if it is unset, empty or unsendable in a header."""
     value = environ.get(spec.variable, "")
     problem = None
     if not value:
@@ -37,9 +48,7 @@ def env_injection(
         raise CredentialError(
             [f"provider {spec.name!r}: environment variable {spec.variable} {problem}"]
         )
-    settings = getattr(service.auth, "settings", {})
-    header = str(settings.get("header", "Authorization"))
-    return Injection({header: str(settings.get("prefix", "Bearer ")) + value})
+    return value
 
 
 def factory(
@@ -48,4 +57,8 @@ def factory(
     """The `env` provider of `service` (`turret.providers.build.FACTORIES`)."""
     if not isinstance(spec, EnvSpec):
         raise TypeError("FACTORIES is keyed by the spec's type")
-    return StaticProvider(service.name, env_injection(service, spec))
+    value = env_value(spec)
+    settings = getattr(service.auth, "settings", {})
+    header = str(settings.get("header", "Authorization"))
+    injection = Injection({header: str(settings.get("prefix", "Bearer ")) + value})
+    return EnvProvider(service.name, injection, value)
