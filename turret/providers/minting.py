@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from turret.authkinds import Injection
@@ -99,17 +100,21 @@ class Minted:
         return [*self.injection.values(), *self.secrets]
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)  # each issuance is itself: compared by identity
 class Lease:
-    """One issued credential as the provider keeps it: the minted value, its resolved scope
-    (as recorded), and its redactor."""
+    """One issued credential as the provider keeps it: the minted value and its resolved scope
+    (as recorded)."""
 
     minted: Minted
     scope: str
-    guard: Redactor = field(compare=False)
 
     def __repr__(self) -> str:
         return f"Lease(scope={self.scope!r}, {self.minted!r})"
+
+    @cached_property
+    def guard(self) -> Redactor:
+        """A redactor of this credential alone (built when first needed)."""
+        return Redactor(self.minted.values())
 
 
 @dataclass(frozen=True, repr=False)  # Injection's repr, which hides the values
@@ -128,6 +133,7 @@ class MintState:
     flights: dict[str, asyncio.Task[Lease]] = field(default_factory=dict)
     issued: list[Lease] = field(default_factory=list)
     guard: Redactor | None = None
+    guard_leases: tuple[Lease, ...] = ()  # the leases `guard` was built from
     guard_until: float = math.inf  # the first expiry among `issued`: the guard is rebuilt then
     failing: str | None = None  # why the last mint failed, until one works again
     pool: SessionPool | None = None  # the app's sessions, from the first request
@@ -243,7 +249,7 @@ class MintingProvider(ProviderBase):
         if lease is None:
             return None
         guard = self.live_guard()
-        return guard if guard is not None and lease in self.state.issued else lease.guard
+        return guard if guard is not None and lease in self.state.guard_leases else lease.guard
 
     async def injection(self, scope: Scope) -> Injection:
         """The credential for `scope`: cached if fresh, else minted (once for concurrent
@@ -331,7 +337,7 @@ class MintingProvider(ProviderBase):
             except MintFailed as exc:
                 causes.append(exc.cause)
                 continue
-            return self._issued(key, minted, audit)
+            return await self._issued(key, minted, audit)
         attempts = len([c for c in causes if c != "request deadline reached"])
         raise self._failed(key, audit, attempts, causes[-1])
 
@@ -350,9 +356,9 @@ class MintingProvider(ProviderBase):
             raise MintFailed("issued a credential that has already expired")
         return minted
 
-    def _issued(self, key: str, minted: Minted, audit: RequestAudit) -> Lease:
-        """Record the issuance, then cache and guard it; a lost record: not used."""
-        lease = Lease(minted, key, Redactor(minted.values()))
+    async def _issued(self, key: str, minted: Minted, audit: RequestAudit) -> Lease:
+        """Record the issuance, then guard and cache it; a lost record: not used."""
+        lease = Lease(minted, key)
         try:
             audit.event(
                 Event.CREDENTIAL_MINTED,
@@ -372,13 +378,26 @@ class MintingProvider(ProviderBase):
         state = self.state
         state.failing, state.minted_at = None, time.time()
         state.issued.append(lease)
+        await self._guard_includes(lease)
+        # Cached only once guarded: every other request that gets it is covered.
         state.cache[key] = lease
         if len(state.cache) > MAX_CACHED_SCOPES:
             self._prune(self.hooks.wall())
             while len(state.cache) > MAX_CACHED_SCOPES:
                 del state.cache[next(iter(state.cache))]  # the oldest insertion
-        self._rebuild_guard()
         return lease
+
+    async def _guard_includes(self, lease: Lease) -> None:
+        """Rebuild the live guard until it includes `lease`. Built in a worker thread (a
+        guard over many values takes milliseconds per value), so other requests go on; a guard
+        built from an older set of leases than the current one is not installed."""
+        state = self.state
+        while lease in state.issued and lease not in state.guard_leases:
+            snapshot = tuple(state.issued)
+            values = [v for each in snapshot for v in each.minted.values()]
+            guard = await asyncio.to_thread(Redactor, values)
+            if set(state.guard_leases) <= set(snapshot):
+                self._install_guard(guard, snapshot)
 
     def _failed(
         self, key: str, audit: RequestAudit, attempts: int, cause: str
@@ -419,11 +438,14 @@ class MintingProvider(ProviderBase):
             self._rebuild_guard()
 
     def _rebuild_guard(self) -> None:
+        leases = tuple(self.state.issued)
+        values = [v for lease in leases for v in lease.minted.values()]
+        self._install_guard(Redactor(values) if values else None, leases)
+
+    def _install_guard(self, guard: Redactor | None, leases: tuple[Lease, ...]) -> None:
         state = self.state
-        values = [v for lease in state.issued for v in lease.minted.values()]
-        state.guard = Redactor(values) if values else None
-        expiries = (lease.minted.expires_at for lease in state.issued)
-        state.guard_until = min(expiries, default=math.inf)
+        state.guard, state.guard_leases = guard, leases
+        state.guard_until = min((lease.minted.expires_at for lease in leases), default=math.inf)
 
 
 def _injection_of(lease: Lease) -> MintedInjection:
