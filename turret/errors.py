@@ -211,9 +211,22 @@ class Sealed(ServiceUnavailable):
 
 class CredentialUnavailable(ServiceUnavailable):
     """A provider could not obtain the service's credential (minting failed after its retries):
-    nothing was forwarded, and no weaker credential is used instead."""
+    nothing was forwarded, and no weaker credential is used instead. `provider`, `service` and
+    `cause` (a fixed phrase) say which and why, for the alert."""
 
     code = "credential_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        provider: str = "",
+        service: str = "",
+        cause: str = "",
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.provider, self.service, self.cause = provider, service, cause
 
 
 class GatewayTimeout(RequestError):

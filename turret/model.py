@@ -20,6 +20,7 @@ from turret.ratelimit import AgentLimits, ServerLimits
 
 if TYPE_CHECKING:
     from turret.authkinds import Auth
+    from turret.config.alerts import AlertSettings
     from turret.config.providers import ProviderSpec
 
 # --- names --------------------------------------------------------------------------------------
@@ -128,6 +129,7 @@ class Config:
     admin: AdminSettings = field(default_factory=AdminSettings)
     digest: str = ""  # SHA-256 (16 hex) of the text it was read from: `turret status` shows it
     providers: Mapping[str, ProviderSpec] = field(default_factory=dict)  # `providers:`, by name
+    alerts: AlertSettings | None = None  # `alerts:`: where a failed mint is notified
 
 
 

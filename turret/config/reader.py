@@ -18,6 +18,7 @@ from turret.config import capabilities as capability_settings
 from turret.config import limits as limit_settings
 from turret.config import providers as provider_settings
 from turret.config.admin import read_admin
+from turret.config.alerts import read_alerts
 from turret.config.checker import Checker
 from turret.config.leases import DERIVE_KEYS, read_derive_settings, read_expires
 from turret.config.proxy import read_proxy_grant
@@ -88,6 +89,7 @@ class _ConfigReader(Checker):
                 "limits",
                 "admin",
                 "providers",
+                "alerts",
             },
         )
         if top is None:
@@ -122,9 +124,10 @@ class _ConfigReader(Checker):
             agents=agents,
             groups=groups,
         )
+        alerts = read_alerts(self, top.get("alerts"), caps)
         return Config(
             listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
-            providers=providers,
+            providers=providers, alerts=alerts,
         )
 
     def listen(self, path: str, value: Any) -> str | None:

@@ -422,6 +422,9 @@ class MintingProvider(ProviderBase):
         return CredentialUnavailable(
             f"service {self.name!r}: Turret could not obtain its credential; nothing was sent",
             reason=reason,
+            provider=self.provider,
+            service=self.name,
+            cause=cause,
         )
 
     def _revoke_soon(self, minted: Minted) -> None:
