@@ -69,6 +69,8 @@ class GitHubGateway:
     token: str
     time: FakeTime
     pem: str
+    config: str
+    credentials_dir: Path
 
     async def call(self, repo: str) -> tuple[int, Any]:
         resp = await self.built.client.post(
@@ -121,4 +123,4 @@ async def github_gateway(
             credentials_dir=creds_dir,
             hooks=time.hooks(),
         )
-        yield GitHubGateway(built, fake, server, token, time, pem)
+        yield GitHubGateway(built, fake, server, token, time, pem, config, creds_dir)

@@ -10,10 +10,27 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.gateway import Canaries
-from tests.providers.fake_github import APP_ID
-from tests.providers.github import GitHubGateway, github_gateway
+from tests.providers.fake_github import APP_ID, new_key
+from tests.providers.github import PEM_CREDENTIAL, GitHubGateway, github_gateway
+from turret.config import load_config
+from turret.errors import CredentialError
+from turret.providers.build import build_runtime
+from turret.web.keys import CONTEXT
+
+# An elliptic-curve key: a valid PEM, but GitHub Apps sign with RSA.
+EC_PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    .decode()
+)
 
 pytestmark = pytest.mark.usefixtures("leak_check")
 
@@ -136,3 +153,30 @@ async def test_github_app_a_401_from_the_api_mints_anew(gh: GitHubGateway) -> No
     assert (await gh.call("alpha"))[0] == 200
     assert len(gh.fake.token_requests) == 2
     assert gh.fake.used[-1][1] == gh.fake.tokens[1]
+
+
+async def test_github_app_reload_keeps_the_tokens_of_an_unchanged_provider(
+    gh: GitHubGateway,
+) -> None:
+    assert (await gh.call("alpha"))[0] == 200
+    holder = gh.built.client.app[CONTEXT].holder
+    old = holder.current
+    config = load_config(gh.config)
+    same = build_runtime(config, str(gh.credentials_dir), old, hooks=gh.time.hooks())
+    assert same.providers["gh"].guarded() == old.providers["gh"].guarded() != []
+    holder.current = same
+    assert (await gh.call("alpha"))[0] == 200
+    assert len(gh.fake.token_requests) == 1  # no new mint after the reload
+    other, _ = new_key()
+    (gh.credentials_dir / PEM_CREDENTIAL).write_text(other)
+    gh.built.creds.watch([other])
+    rekeyed = build_runtime(load_config(gh.config), str(gh.credentials_dir), same)
+    assert rekeyed.providers["gh"].guarded() == []  # a new key: its own tokens from scratch
+
+
+def test_github_app_unusable_private_key_stops_start(gh: GitHubGateway) -> None:
+    for bad in ("not a pem", EC_PEM):
+        (gh.credentials_dir / PEM_CREDENTIAL).write_text(bad)
+        with pytest.raises(CredentialError, match=PEM_CREDENTIAL) as caught:
+            build_runtime(load_config(gh.config), str(gh.credentials_dir))
+        assert "BEGIN" not in str(caught.value)
