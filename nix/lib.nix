@@ -171,6 +171,8 @@ rec {
     prefix: settings:
     let
       at = path: showOption (prefix ++ path);
+      # The keys of a `providers:` entry that name a credential (each provider type's).
+      providerCredentialKeys = [ "private_key" ];
       ref = path: name: optional (isString name) { inherit name; option = at path; };
       valueRef =
         path: v: optional (isAttrs v && isString (v.credential or null)) {
@@ -205,7 +207,13 @@ rec {
         agent: a: ref [ "agents" agent "token_credential" ] (a.token_credential or null)
       ) (settings.agents or { })
     )
-    ++ ref [ "audit" "params_key" ] ((settings.audit or { }).params_key or null);
+    ++ ref [ "audit" "params_key" ] ((settings.audit or { }).params_key or null)
+    ++ concatMap (x: x) (
+      mapAttrsToList (
+        provider: p:
+        concatMap (key: ref [ "providers" provider key ] (p.${key} or null)) providerCredentialKeys
+      ) (settings.providers or { })
+    );
 
   /** Grants that name a service `settings` does not define: `{ option; service; }` each. */
   unknownGrantServices =
