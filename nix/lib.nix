@@ -172,7 +172,14 @@ rec {
     let
       at = path: showOption (prefix ++ path);
       # The keys of a `providers:` entry that name a credential (each provider type's).
-      providerCredentialKeys = [ "private_key" ];
+      providerCredentialKeys = [
+        "private_key"
+        "role_id"
+        "secret_id"
+        "token"
+        "access_key_id"
+        "secret_access_key"
+      ];
       ref = path: name: optional (isString name) { inherit name; option = at path; };
       valueRef =
         path: v: optional (isAttrs v && isString (v.credential or null)) {
