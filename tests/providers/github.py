@@ -48,6 +48,12 @@ capabilities:
       repo: {{type: string, pattern: "^[a-z0-9-]+$"}}
     request: {{method: GET, path: "/repos/octo/{{repo}}"}}
     result: [name, private]
+  gh.loose:
+    service: gh
+    description: Read one repository, its name unchecked by the schema
+    params:
+      repo: {{type: string}}
+    request: {{method: GET, path: "/repos/octo/{{repo}}"}}
 agents:
   bot:
     token_sha256: {token_sha256(token)}
@@ -72,9 +78,9 @@ class GitHubGateway:
     config: str
     credentials_dir: Path
 
-    async def call(self, repo: str) -> tuple[int, Any]:
+    async def call(self, repo: str, capability: str = "gh.repo") -> tuple[int, Any]:
         resp = await self.built.client.post(
-            "/v1/capabilities/gh.repo",
+            f"/v1/capabilities/{capability}",
             json={"repo": repo},
             headers={"Authorization": f"Bearer {self.token}"},
         )

@@ -155,6 +155,17 @@ async def test_github_app_a_401_from_the_api_mints_anew(gh: GitHubGateway) -> No
     assert gh.fake.used[-1][1] == gh.fake.tokens[1]
 
 
+@pytest.mark.parametrize("repo", ["a b", "../admin", "x" * 101, "", "a/b", "é"])
+async def test_github_app_a_parameter_that_is_no_repository_name_is_refused(
+    gh: GitHubGateway, repo: str
+) -> None:
+    status, body = await gh.call(repo, "gh.loose")
+    assert status == 422
+    assert body["error"]["code"] == "invalid_params"
+    assert gh.fake.token_requests == []  # not asked, so not retried and no alarm
+    assert gh.audit("credential_mint_failed") == []
+
+
 async def test_github_app_reload_keeps_the_tokens_of_an_unchanged_provider(
     gh: GitHubGateway,
 ) -> None:

@@ -28,7 +28,7 @@ from yarl import URL
 from turret import __version__
 from turret.authkinds import Injection, Secrets
 from turret.config.providers import GithubAppSpec, ProviderSpec
-from turret.errors import AddressRefused, CredentialError
+from turret.errors import AddressRefused, CredentialError, UnprocessableEntity
 from turret.model import JSON, Service
 from turret.providers import CredentialProvider, digest
 from turret.providers.minting import Hooks, Minted, MintFailed, MintingProvider, MintSettings
@@ -42,6 +42,7 @@ REFRESH_BEFORE = 300.0  # installation tokens live an hour; a new one 5 minutes 
 MAX_ANSWER = 64 * 1024
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")  # printable ASCII, no space: sendable in a header
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
+REPOSITORY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # GitHub's repository name characters
 
 
 class GithubAppProvider(MintingProvider):
@@ -77,6 +78,18 @@ class GithubAppProvider(MintingProvider):
         now = int(self.hooks.wall())
         claims = {"iat": now - JWT_BACKDATE, "exp": now + JWT_LIFETIME, "iss": self.spec.issuer}
         return jwt.encode(claims, self._key, algorithm="RS256")
+
+    def check_scope(self, scope: Mapping[str, JSON]) -> None:
+        """Each repository a call's parameters put in the scope is a repository name."""
+        wanted = scope.get("scope")
+        repos = wanted.get("repositories") if isinstance(wanted, dict) else None
+        for repo in repos if isinstance(repos, list) else ():
+            if not isinstance(repo, str) or not REPOSITORY_NAME.fullmatch(repo):
+                raise UnprocessableEntity(
+                    "a parameter is not a repository name this service's credential can be"
+                    " scoped to",
+                    reason="credential scope: a parameter is not a repository name",
+                )
 
     async def mint(self, scope: Mapping[str, JSON], deadline: float) -> Minted:
         """An installation token for `scope` (`{"scope": {repositories?, permissions?}}`)."""

@@ -109,6 +109,11 @@ class MintingProvider(ProviderBase):
         `MintFailed` saying why not."""
         raise NotImplementedError
 
+    def check_scope(self, scope: Mapping[str, JSON]) -> None:
+        """Refuse (a `RequestError`, the caller's mistake) a resolved scope the source would
+        reject, before anything is asked of it: a parameter's value that cannot be a scope
+        would otherwise fail every mint, retried, and raise the alarm. By default all pass."""
+
     async def revoke_lease(self, minted: Minted) -> None:
         """Invalidate `minted` at its source; raise `MintFailed` if that did not work. By
         default nothing: the credential lapses at its expiry."""
@@ -179,6 +184,8 @@ class MintingProvider(ProviderBase):
             raise TypeError("a minting provider needs the request's sessions and audit (Scope)")
         self.state.pool = scope.pool
         resolved = fill(self.template, scope.params)
+        if isinstance(resolved, dict):
+            self.check_scope(resolved)
         key = scope_text(resolved)
         lease = self._fresh(key)
         if lease is None:
