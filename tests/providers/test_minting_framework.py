@@ -230,6 +230,19 @@ async def test_minting_revoke_all_revokes_every_outstanding_lease(pool: SessionP
     assert len(minter.mints) == 4  # after the killswitch, a new credential
 
 
+async def test_minting_revoke_waits_for_a_mint_in_flight(pool: SessionPool) -> None:
+    minter = CountingMinter(FakeTime())
+    minter.gate = asyncio.Event()
+    request = asyncio.ensure_future(minter.injection(scope_for(pool, request_audit(Recording()))))
+    await minter.started.wait()
+    revoking = asyncio.ensure_future(minter.revoke_outstanding())
+    minter.gate.set()  # the token is issued only now, after the killswitch began
+    report = await revoking
+    await request
+    assert report.revoked == 1
+    assert minter.revoked == ["tok-1-secretvalue"]
+
+
 async def test_minting_state_carries_over_only_for_the_same_scope(pool: SessionPool) -> None:
     time = FakeTime()
     old = CountingMinter(time, {"r": "x"})

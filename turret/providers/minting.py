@@ -73,6 +73,7 @@ __all__ = [
 
 log = logging.getLogger("turret")
 
+FLIGHT_WAIT = 15.0  # seconds revocation waits for mints in flight (a request's deadline)
 MAX_CACHED_SCOPES = 1024  # distinct scopes kept per service; expired ones go first
 
 
@@ -207,8 +208,12 @@ class MintingProvider(ProviderBase):
 
     async def revoke_outstanding(self) -> RevokeReport:
         """Revoke every issued lease that may still be valid at its source, and empty the
-        cache: the next request mints anew. Failures are reported, not raised."""
+        cache: the next request mints anew. Mints in flight are waited for (at most
+        `FLIGHT_WAIT` seconds), so a credential issued just as the killswitch ran is revoked
+        too. Failures are reported, not raised."""
         state = self.state
+        if state.flights:
+            await asyncio.wait(list(state.flights.values()), timeout=FLIGHT_WAIT)
         self._prune(self.hooks.wall())
         leases, state.cache = list(state.issued), {}
         # All at once: a killswitch should not wait for one lease after another.
