@@ -14,11 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.gateway import Canaries
+from tests.pipeline.conftest import Recording
 from tests.providers.fake_github import APP_ID, new_key
 from tests.providers.github import PEM_CREDENTIAL, GitHubGateway, github_gateway
 from turret.config import load_config
 from turret.errors import CredentialError
 from turret.providers.build import build_runtime
+from turret.providers.minting import revoke_all
 from turret.web.keys import CONTEXT
 
 # An elliptic-curve key: a valid PEM, but GitHub Apps sign with RSA.
@@ -183,6 +185,11 @@ async def test_github_app_reload_keeps_the_tokens_of_an_unchanged_provider(
     gh.built.creds.watch([other])
     rekeyed = build_runtime(load_config(gh.config), str(gh.credentials_dir), same)
     assert rekeyed.providers["gh"].guarded() == []  # a new key: its own tokens from scratch
+    # The old key's token is still valid at GitHub: the killswitch still revokes it.
+    assert rekeyed.retired == (same.providers["gh"],)
+    assert await revoke_all(rekeyed.providers, Recording(), rekeyed.retired) == 1
+    assert gh.fake.deletes == 1
+    assert build_runtime(load_config(gh.config), str(gh.credentials_dir), rekeyed).retired == ()
 
 
 def test_github_app_unusable_private_key_stops_start(gh: GitHubGateway) -> None:

@@ -226,6 +226,9 @@ async def test_minting_revoke_all_revokes_every_outstanding_lease(pool: SessionP
     assert sorted(minter.revoked) == [f"tok-{n}-secretvalue" for n in (1, 2, 3)]
     assert rec.last(Event.CREDENTIAL_REVOKED)["TURRET_COUNT"] == 3
     assert minter.state.cache == {}
+    assert await revoke_all({"svc": minter}, rec) == 0  # a second killswitch: nothing left
+    assert len(minter.revoked) == 3
+    assert "tok-1-secretvalue" in minter.guarded()  # still guarded until it expires
     await minter.injection(scope_for(pool, request_audit(rec), repo="a"))
     assert len(minter.mints) == 4  # after the killswitch, a new credential
 

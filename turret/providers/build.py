@@ -12,6 +12,7 @@ from turret.echo import Redactor
 from turret.errors import CredentialError
 from turret.model import Config, Service
 from turret.providers import CredentialProvider
+from turret.providers.aged import unwrapped
 from turret.providers.login import LoginProvider
 from turret.providers.minting import Hooks, MintingProvider
 from turret.providers.static import StaticProvider, credentials_directory, load_credentials
@@ -61,9 +62,25 @@ def build_runtime(
     key = secrets[config.params_key].reveal().encode() if config.params_key else PROCESS_PARAMS_KEY
     for agent in config.agents.values():
         _ = agent.proxy_index  # built here, at load, rather than by an agent's first request
+    retired = _retired(previous, providers) if previous else ()
     chain_key = secrets[config.chain_key].reveal().encode() if config.chain_key else None
     return Runtime(
-        config, tokens, providers, Redactor(guarded), key, secrets=secrets, chain_key=chain_key
+        config, tokens, providers, Redactor(guarded), key, retired,
+        secrets=secrets, chain_key=chain_key,
+    )  # fmt: skip
+
+
+def _retired(
+    previous: Runtime, providers: Mapping[str, CredentialProvider]
+) -> tuple[CredentialProvider, ...]:
+    """The minting providers of `previous` (and those it had retired) that no new provider
+    took over and that issued credentials still valid, for the killswitch to revoke."""
+    kept = {id(p.state) for p in providers.values() if isinstance(p, MintingProvider)}
+    old = [unwrapped(p) for p in (*previous.providers.values(), *previous.retired)]
+    return tuple(
+        p
+        for p in old
+        if isinstance(p, MintingProvider) and id(p.state) not in kept and p.outstanding()
     )
 
 

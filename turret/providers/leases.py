@@ -104,6 +104,7 @@ class MintState:
     cache: dict[str, Lease] = field(default_factory=dict)
     flights: dict[str, asyncio.Task[Lease]] = field(default_factory=dict)
     issued: list[Lease] = field(default_factory=list)
+    revoked: set[Lease] = field(default_factory=set)  # revoked at the source (still guarded)
     guard: Redactor | None = None
     guard_leases: tuple[Lease, ...] = ()  # the leases `guard` was built from
     guard_until: float = math.inf  # the first expiry among `issued`: the guard is rebuilt then

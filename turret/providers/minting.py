@@ -28,7 +28,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from turret.authkinds import Injection
@@ -206,6 +206,11 @@ class MintingProvider(ProviderBase):
         """Revoke every outstanding lease (the killswitch); see `revoke_outstanding`."""
         await self.revoke_outstanding()
 
+    def outstanding(self) -> list[Lease]:
+        """The leases issued that may still be valid and were not revoked."""
+        self._prune(self.hooks.wall())
+        return [lease for lease in self.state.issued if lease not in self.state.revoked]
+
     async def revoke_outstanding(self) -> RevokeReport:
         """Revoke every issued lease that may still be valid at its source, and empty the
         cache: the next request mints anew. Mints in flight are waited for (at most
@@ -214,15 +219,16 @@ class MintingProvider(ProviderBase):
         state = self.state
         if state.flights:
             await asyncio.wait(list(state.flights.values()), timeout=FLIGHT_WAIT)
-        self._prune(self.hooks.wall())
-        leases, state.cache = list(state.issued), {}
+        leases, state.cache = self.outstanding(), {}
         # All at once: a killswitch should not wait for one lease after another.
         results = await asyncio.gather(
             *(self.revoke_lease(lease.minted) for lease in leases), return_exceptions=True
         )
-        for result in results:
+        for lease, result in zip(leases, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # a cancellation, not a failed revocation
+            if result is None:
+                state.revoked.add(lease)  # not revoked again by a second killswitch
         errors = [r for r in results if isinstance(r, Exception)]
         failures = [e.cause if isinstance(e, MintFailed) else type(e).__name__ for e in errors]
         return RevokeReport(len(results) - len(failures), tuple(failures))
@@ -369,6 +375,7 @@ class MintingProvider(ProviderBase):
         live = [lease for lease in state.issued if lease.minted.expires_at > now]
         if len(live) != len(state.issued):
             state.issued = live
+            state.revoked &= set(live)
             state.cache = {k: v for k, v in state.cache.items() if v.minted.expires_at > now}
             self._rebuild_guard()
 
@@ -416,11 +423,16 @@ def failing(providers: Mapping[str, CredentialProvider]) -> list[str]:
     return sorted({p.provider for p in minting if p.state.failing})
 
 
-async def revoke_all(providers: Mapping[str, CredentialProvider], recorder: Recorder) -> int:
-    """`revoke()` every provider (the killswitch); record what minted leases were revoked and
-    what could not be. Returns how many leases were revoked."""
+async def revoke_all(
+    providers: Mapping[str, CredentialProvider],
+    recorder: Recorder,
+    retired: Iterable[CredentialProvider] = (),
+) -> int:
+    """`revoke()` every provider (the killswitch), and those a reload `retired` that issued
+    credentials still valid; record what minted leases were revoked and what could not be.
+    Returns how many leases were revoked."""
     total = 0
-    for each in providers.values():
+    for each in [*providers.values(), *retired]:
         # Key age wraps every provider (`turret.providers.aged`); the lease is the inner one's.
         provider = each.inner if isinstance(each, AgedProvider) else each
         if not isinstance(provider, MintingProvider):

@@ -248,8 +248,8 @@ async def _killswitch(request: web.Request) -> web.Response:
         request, "killswitch", lambda state, uid, at: admin.killswitch(state, reason, uid, at)
     )
     # Sealed first (no request is served from here on), then every minted lease revoked.
-    view = request.app[VIEW]
-    await revoke_all(view.holder.current.providers, view.auditor)
+    view, runtime = request.app[VIEW], request.app[VIEW].holder.current
+    await revoke_all(runtime.providers, view.auditor, runtime.retired)
     return response
 
 
