@@ -115,3 +115,15 @@ async def test_github_app_failing_provider_is_named_in_status(
     fake.mode = "ok"
     assert (await call(s, "alpha"))[0] == 200
     assert "FAILING" not in s.gateway.status()
+
+
+async def test_github_app_stopping_revokes_every_outstanding_token(
+    served: tuple[Served, FakeGitHub],
+) -> None:
+    s, fake = served
+    for repo in ("alpha", "beta"):
+        assert (await call(s, repo))[0] == 200
+    await s.stop()
+    assert fake.deletes == 2  # minted credentials do not outlive the Turret that holds them
+    (revoked,) = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_revoked"]
+    assert revoked["TURRET_COUNT"] == "2"
