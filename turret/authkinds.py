@@ -260,7 +260,10 @@ def read_auth(r: SpecReader, path: str, value: Any) -> Auth | None:
         r.fail(path, f"must have exactly one of: {', '.join(KINDS)}")
         return None
     ((key, spec),) = body.items()
-    return KINDS[key].read(r, _join(path, key), spec)
+    kind = KINDS.get(key)
+    if kind is None:  # an unknown key: `mapping` has reported it
+        return None
+    return kind.read(r, _join(path, key), spec)
 
 
 def merge_uses(*uses: Uses) -> Uses:
