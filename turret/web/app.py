@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -15,7 +16,7 @@ from aiohttp.resolver import DefaultResolver
 from turret.audit import Auditor
 from turret.connector import ResolverFactory, SessionPool
 from turret.counters import CountingRecorder, RequestCounters
-from turret.errors import AuditUnavailable
+from turret.errors import AuditUnavailable, StateError
 from turret.exfil import TokenGuard
 from turret.httpserver import PEER_IDENTITY, handler_args
 from turret.opaclient import OpaClient
@@ -112,6 +113,10 @@ async def _token_pruner(app: web.Application) -> AsyncIterator[None]:
                 prune_approvals(app[CONTEXT])
             except AuditUnavailable:
                 log.exception("token_expired records lost; the tokens stay until the next try")
+            except (StateError, sqlite3.Error):
+                # The store failed, or was closed under a run still in flight at shutdown:
+                # nothing is pruned this time, and the loop goes on (or is cancelled).
+                log.exception("pruning expired tokens and approvals failed; tried again later")
             await asyncio.sleep(PRUNE_EVERY)
 
     task = asyncio.create_task(prune())
