@@ -56,6 +56,7 @@ from turret.pipeline.tokens import TOKENS_PATH, mint
 from turret.policy import decide
 from turret.providers.build import build_runtime
 from turret.ratelimit import AgentLimiter, FloodGate
+from turret.records import RequestAudit
 from turret.runtime import Runtime, RuntimeHolder
 from turret.state import StateStore
 from turret.upstream import response_headers, send
@@ -133,9 +134,26 @@ class _Exchange:
     async def body(self, limit: int, within: float) -> bytes:
         return self._body
 
-    async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
+    async def forward(
+        self,
+        runtime: Runtime,
+        service: Service,
+        out: Outbound,
+        *,
+        call: CapabilityAction | None = None,
+        audit: RequestAudit | None = None,
+    ) -> UpstreamResponse:
         provider = runtime.providers[service.name]
-        return await send(self._bench.pool, provider, service, out, runtime.redactor)
+        return await send(
+            self._bench.pool,
+            provider,
+            service,
+            out,
+            runtime.redactor,
+            capability=call.capability.name if call else None,
+            params=call.params if call else None,
+            audit=audit,
+        )
 
 
 def _incoming(bench: Bench, method: str, target: str, body: bytes) -> Incoming:

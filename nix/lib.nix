@@ -171,6 +171,15 @@ rec {
     prefix: settings:
     let
       at = path: showOption (prefix ++ path);
+      # The keys of a `providers:` entry that name a credential (each provider type's).
+      providerCredentialKeys = [
+        "private_key"
+        "role_id"
+        "secret_id"
+        "token"
+        "access_key_id"
+        "secret_access_key"
+      ];
       ref = path: name: optional (isString name) { inherit name; option = at path; };
       valueRef =
         path: v: optional (isAttrs v && isString (v.credential or null)) {
@@ -206,7 +215,13 @@ rec {
       ) (settings.agents or { })
     )
     ++ ref [ "audit" "params_key" ] ((settings.audit or { }).params_key or null)
-    ++ ref [ "audit" "chain_key" ] ((settings.audit or { }).chain_key or null);
+    ++ ref [ "audit" "chain_key" ] ((settings.audit or { }).chain_key or null)
+    ++ concatMap (x: x) (
+      mapAttrsToList (
+        provider: p:
+        concatMap (key: ref [ "providers" provider key ] (p.${key} or null)) providerCredentialKeys
+      ) (settings.providers or { })
+    );
 
   /** Grants that name a service `settings` does not define: `{ option; service; }` each. */
   unknownGrantServices =

@@ -31,6 +31,7 @@ from turret.config import load_config
 from turret.echo import encodings
 from turret.httpserver import TurretRunner
 from turret.providers.build import build_runtime
+from turret.providers.minting import Hooks
 from turret.runtime import RuntimeHolder
 from turret.state import StateStore
 from turret.web.app import create_app
@@ -212,10 +213,12 @@ async def build_gateway(
     clock: Callable[[], float] | None = None,
     state: StateStore | None = None,
     wall: Callable[[], float] | None = None,
+    hooks: Hooks | None = None,
 ) -> Built:
-    """Turret serving `config_text` on loopback, registered for the end-of-test leak check."""
+    """Turret serving `config_text` on loopback, registered for the end-of-test leak check.
+    `hooks` are the minting providers' clocks, sleep and randomness."""
     assert creds.checking, "build gateways inside the `leak_check` fixture"
-    runtime = build_runtime(load_config(config_text), str(credentials_dir))
+    runtime = build_runtime(load_config(config_text), str(credentials_dir), hooks=hooks)
     options: dict[str, Any] = {}
     if resolver is not None:
         options["resolver"] = resolver

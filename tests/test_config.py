@@ -138,3 +138,10 @@ def test_load_config_does_not_quote_a_raw_token_pasted_as_token_sha256() -> None
     message = str(caught.value)
     assert "agents.a.token_sha256" in message and "must match" in message
     assert token not in message and token[len("turret_") :] not in message
+
+
+@pytest.mark.parametrize("body", ["{services: null}", "{nope: x}", "{bearer: t, nope: 1}", "{}"])
+def test_config_unknown_auth_key_is_a_config_error_not_a_crash(body: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(f"services:\n  x:\n    url: http://127.0.0.1:1\n    auth: {body}\n")
+    assert any(issue.path.startswith("services.x.auth") for issue in caught.value.issues)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import quote
 
-from turret.model import CREDENTIAL_NAME, HEADER_NAME, QUERY_NAME, Config
+from turret.model import CREDENTIAL_NAME, HEADER_NAME, NAME, QUERY_NAME, Config
 from turret.secret import Secret
 
 # How a credential is used: "header" when sent in an HTTP header as is (so CR, LF and NUL would
@@ -38,6 +38,9 @@ class SpecReader(Protocol):
     ) -> str | None: ...
 
 
+Signer = Callable[[str, str, Mapping[str, str], bytes], dict[str, str]]
+
+
 @dataclass(frozen=True)
 class Injection:
     """What Turret adds to every request to one service. Holds secret values: never log it."""
@@ -45,11 +48,14 @@ class Injection:
     headers: dict[str, str] = field(default_factory=dict)
     query: tuple[str, str] | None = None  # (name, already URL-encoded value)
     login: tuple[str, str] | None = None  # (username, password) for a WebUI login
+    # A signature over the whole request (AWS SigV4): (method, url, headers, body) -> the headers
+    # to send. Applied last, to the final request, since any later change would break it.
+    sign: Signer | None = None
 
     def __repr__(self) -> str:
         return (
             f"Injection(headers={sorted(self.headers)}, query={bool(self.query)},"
-            f" login={bool(self.login)})"
+            f" login={bool(self.login)}, sign={self.sign is not None})"
         )
 
     def values(self) -> list[str]:
@@ -204,6 +210,30 @@ class LoginAuth(_UserPassword):
         return Injection(login=(_reveal(self.username, secrets), _reveal(self.password, secrets)))
 
 
+@dataclass(frozen=True)
+class ProviderAuth:
+    """`auth: {provider: NAME, ...}`: the credential comes from the named entry of
+    `providers:` (`turret.config.providers`); the other keys are its scope for this service,
+    read by the provider's type once every provider is known."""
+
+    provider: str
+    settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    key: ClassVar[str] = "provider"
+
+    @classmethod
+    def read(cls, r: SpecReader, path: str, spec: dict[str, Any]) -> ProviderAuth | None:
+        name = r.string(_join(path, "provider"), spec.get("provider"), NAME)
+        return cls(name, {k: v for k, v in spec.items() if k != "provider"}) if name else None
+
+    def uses(self) -> Uses:
+        """None of its own: the provider's credentials are the provider's (`providers:`)."""
+        return {}
+
+    def injection(self, secrets: Secrets) -> Injection:
+        """Never: the provider hands out the injection, per use."""
+        raise TypeError("a provider's credential comes from the provider, not from secrets")
+
+
 def _read_pair(r: SpecReader, path: str, spec: Any) -> tuple[Value, Value] | None:
     m = r.mapping(path, spec, {"username", "password"}, set())
     if m is None:
@@ -213,14 +243,16 @@ def _read_pair(r: SpecReader, path: str, spec: Any) -> tuple[Value, Value] | Non
     return None if user is None or password is None else (user, password)
 
 
-Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth | LoginAuth
+Auth = BearerAuth | BasicAuth | HeaderAuth | QueryAuth | LoginAuth | ProviderAuth
 KINDS: dict[str, type[Auth]] = {
     kind.key: kind for kind in (BearerAuth, BasicAuth, HeaderAuth, QueryAuth, LoginAuth)
 }
 
 
 def read_auth(r: SpecReader, path: str, value: Any) -> Auth | None:
-    """A service's `auth:` section: exactly one of the kinds."""
+    """A service's `auth:` section: exactly one of the kinds, or `provider:` and its scope."""
+    if isinstance(value, dict) and "provider" in value:
+        return ProviderAuth.read(r, path, value)
     body = r.mapping(path, value, set(), set(KINDS))
     if body is None:
         return None
@@ -228,7 +260,10 @@ def read_auth(r: SpecReader, path: str, value: Any) -> Auth | None:
         r.fail(path, f"must have exactly one of: {', '.join(KINDS)}")
         return None
     ((key, spec),) = body.items()
-    return KINDS[key].read(r, _join(path, key), spec)
+    kind = KINDS.get(key)
+    if kind is None:  # an unknown key: `mapping` has reported it
+        return None
+    return kind.read(r, _join(path, key), spec)
 
 
 def merge_uses(*uses: Uses) -> Uses:
@@ -246,4 +281,6 @@ def credential_uses(config: Config) -> Uses:
     agents = {a.token_credential: "value" for a in config.agents.values() if a.token_credential}
     key = {config.params_key: "value"} if config.params_key else {}
     chain = {config.chain_key: "value"} if config.chain_key else {}
-    return merge_uses(*(s.auth.uses() for s in config.services.values()), agents, key, chain)
+    providers = (p.uses() for p in config.providers.values())
+    services = (s.auth.uses() for s in config.services.values())
+    return merge_uses(*services, agents, key, chain, *providers)

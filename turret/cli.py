@@ -15,6 +15,7 @@ from turret import __version__, admin_client
 from turret.audit import Auditor, default_sink
 from turret.auth import new_token, token_sha256
 from turret.config import read_config
+from turret.config.providers import dev_only_issues
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError
 from turret.mcp import entry as mcp_entry
 from turret.model import AGENT_NAME
@@ -65,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long in-flight requests may take to finish on stop (default 30)",
     )
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="allow development-only credential providers (type: env)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check-config", help="validate a configuration file and exit")
@@ -98,6 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.shutdown_timeout,
         state_dir=args.state_dir,
         admin_socket=args.admin_socket or os.environ.get("TURRET_ADMIN_SOCKET") or None,
+        dev=args.dev,
     )
     try:
         auditor = Auditor(default_sink(args.audit_file))
@@ -122,6 +129,8 @@ def _check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
         return 1
+    for issue in dev_only_issues(config.providers):
+        print(f"{args.file}: warning: {issue}", file=sys.stderr)
     print(f"{args.file}: OK ({len(config.services)} services, {len(config.agents)} agents)")
     return 0
 

@@ -63,6 +63,7 @@ class RequestCounters:
     requests: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     durations: dict[str, Durations] = field(default_factory=dict)
     upstream_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    mint_failures: Counter[str] = field(default_factory=Counter)  # by provider (config names)
 
     def observe(
         self, event: Event, fields: Fields, at: float, config: Config | None = None
@@ -70,6 +71,8 @@ class RequestCounters:
         """Count one written record; with `config`, names it does not define count as "-"."""
         if event is Event.OUTCOME:
             self._outcome(fields, config)
+        if event is Event.CREDENTIAL_MINT_FAILED:
+            self.mint_failures[str(fields.get("TURRET_PROVIDER") or "-")] += 1
         if event is not Event.DECISION:
             return
         agent = str(fields.get("TURRET_AGENT") or "-")

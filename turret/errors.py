@@ -210,9 +210,24 @@ class Sealed(ServiceUnavailable):
 
 
 class CredentialUnavailable(ServiceUnavailable):
-    """The service's credential may not be used (past its enforced `max_age`)."""
+    """The service's credential may not be used or obtained: past its enforced `max_age`, or a
+    provider could not mint it (after its retries). Nothing was forwarded, and no weaker
+    credential is used instead. For a failed mint, `provider`, `service` and `cause` (a fixed
+    phrase) say which and why, for the alert; an overdue credential leaves `provider` empty."""
 
     code = "credential_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        provider: str = "",
+        service: str = "",
+        cause: str = "",
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.provider, self.service, self.cause = provider, service, cause
 
 
 class GatewayTimeout(RequestError):

@@ -23,6 +23,8 @@ from turret.ratelimit import AgentLimits, ServerLimits
 
 if TYPE_CHECKING:
     from turret.authkinds import Auth
+    from turret.config.alerts import AlertSettings
+    from turret.config.providers import ProviderSpec
 
 # --- names --------------------------------------------------------------------------------------
 
@@ -159,6 +161,8 @@ class Config:
     opa: OpaSettings | None = None  # `policy.opa`: the external policy decision
     chain_key: str | None = None  # `audit.chain_key`: credential keying the audit chain
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
+    providers: Mapping[str, ProviderSpec] = field(default_factory=dict)  # `providers:`, by name
+    alerts: AlertSettings | None = None  # `alerts:`: where a failed mint is notified
 
 
 

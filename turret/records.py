@@ -57,6 +57,11 @@ class Event(enum.Enum):
     APPROVAL_EXECUTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb4"
     APPROVAL_NOTIFY_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb5"
     APPROVAL_REFUSED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6eb6"
+    # Credential providers that mint (turret.providers.minting)
+    CREDENTIAL_MINTED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e80"
+    CREDENTIAL_MINT_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e81"
+    CREDENTIAL_REVOKED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e82"
+    CREDENTIAL_REVOKE_FAILED = "4f1b6c2e8a0d4c1b9e7f3a5d2c8b6e83"
 
     @property
     def label(self) -> str:
@@ -65,7 +70,7 @@ class Event(enum.Enum):
 
 # journald priorities
 INFO, NOTICE, WARNING, ERR = 6, 5, 4, 3
-CRIT = 2  # the dead-man switch fired
+CRIT = 2  # the dead-man switch fired; a credential Turret cannot obtain
 
 Fields = dict[str, str | int | float | None]
 

@@ -35,9 +35,17 @@ class Runtime:
     providers: Mapping[str, CredentialProvider]  # by service name
     redactor: Redactor
     params_key: bytes = PROCESS_PARAMS_KEY
+    # Minting providers a reload replaced (a changed key, app or scope) or whose service was
+    # removed, while credentials they issued may still be valid: the killswitch revokes those.
+    retired: tuple[CredentialProvider, ...] = ()
     # The loaded credentials by name, for their keyed fingerprints (`turret.credwatch`) only.
     secrets: Mapping[str, Secret] = field(default_factory=dict, repr=False)
     chain_key: bytes | None = None  # `audit.chain_key`: the audit chain's HMAC key
+
+    def live_guards(self) -> list[Redactor]:
+        """The providers' redactors of values minted since this runtime was built."""
+        guards = (p.live_guard() for p in self.providers.values())
+        return [g for g in guards if g is not None]
 
     def __repr__(self) -> str:
         return f"Runtime(agents={len(self.config.agents)}, services={len(self.config.services)})"

@@ -18,9 +18,16 @@ class Scrubber:
     one only when it holds a secret.
     """
 
-    def __init__(self, redactor: Redactor, tokens: TokenGuard, sent: bytes) -> None:
+    def __init__(
+        self,
+        redactor: Redactor,
+        tokens: TokenGuard,
+        sent: bytes,
+        extra: tuple[Redactor, ...] = (),
+    ) -> None:
         self._redactor = redactor
         self._tokens = tokens
+        self._extra = extra  # credentials minted since the runtime was built
         self._sent = [sent]
         self._needed: bool | None = None
 
@@ -34,15 +41,20 @@ class Scrubber:
         """True if what the agent sent holds a secret, so recorded strings must be scrubbed.
         Checked on first use, after authentication has added the caller's own token."""
         if self._needed is None:
-            guards = (self._redactor, self._tokens.redactor)
+            guards = (self._redactor, self._tokens.redactor, *self._extra)
             self._needed = carries(b"\n".join(self._sent), guards)
         return self._needed
 
     def __call__(self, text: str) -> str:
-        return scrub(text, self._redactor, self._tokens) if self.needed() else text
+        if not self.needed():
+            return text
+        return scrub(text, self._redactor, self._tokens, self._extra)
 
 
-def scrub(text: str, redactor: Redactor, tokens: TokenGuard) -> str:
+def scrub(
+    text: str, redactor: Redactor, tokens: TokenGuard, extra: tuple[Redactor, ...] = ()
+) -> str:
     """`text` with every credential and every agent token redacted: in place where that is
-    possible, otherwise (a secret seen only once decoded) the whole text is the marker."""
-    return scrub_text(text, (redactor, tokens.redactor))
+    possible, otherwise (a secret seen only once decoded) the whole text is the marker.
+    `extra`: more guards (credentials minted since the runtime was built)."""
+    return scrub_text(text, (redactor, tokens.redactor, *extra))

@@ -26,6 +26,7 @@ from turret.admin import Facts
 from turret.audit import Auditor
 from turret.auditseal import start_chain, stop_chain
 from turret.config import read_config
+from turret.config.providers import dev_only_issues
 from turret.counters import RequestCounters
 from turret.credwatch import KeyAge, unwrap
 from turret.errors import AuditUnavailable, ConfigError, CredentialError, StartupError, StateError
@@ -33,6 +34,7 @@ from turret.httpserver import TurretRunner
 from turret.listeners import address_of, listen, listen_admin
 from turret.model import Config
 from turret.providers.build import build_runtime
+from turret.providers.minting import failing
 from turret.records import ERR, WARNING, Event
 from turret.runtime import Runtime, RuntimeHolder
 from turret.state import StateStore, resolve_state_dir
@@ -58,12 +60,19 @@ class ServeOptions:
     shutdown_timeout: float = 30.0
     state_dir: str | None = None
     admin_socket: str | None = None  # `--admin-socket` or $TURRET_ADMIN_SOCKET: over `admin.socket`
+    dev: bool = False  # `--dev`: development-only providers (`env`) are allowed
 
 
 def load(options: ServeOptions, previous: Runtime | None = None) -> Runtime:
     """Read the config and its credentials; raise `StartupError` (fail closed). `previous`,
     the runtime being replaced on reload, hands its login state on."""
-    return build_runtime(read_config(options.config_path), options.credentials_dir, previous)
+    config = read_config(options.config_path)
+    dev_only = dev_only_issues(config.providers)
+    if dev_only and not options.dev:
+        raise ConfigError(dev_only)
+    for issue in dev_only:
+        log.warning("--dev: %s", issue)
+    return build_runtime(config, options.credentials_dir, previous)
 
 
 def startup_failure(exc: StartupError) -> str:
@@ -254,9 +263,11 @@ class Gateway:
         state = "stopping; " if self.stopping else ""
         overdue = self.keyage.overdue(time.time())
         fired = f"; {self.deadman.status}" if self.deadman and self.deadman.status else ""
+        minting = failing(self.holder.current.providers)
+        alarm = f"CREDENTIAL MINTING FAILING: {', '.join(minting)}; " if minting else ""
         return (
-            f"{state}{len(self.config.agents)} agents, {len(self.config.services)} services; "
-            f"{stats.requests} requests served, {stats.in_flight} in flight; "
+            f"{alarm}{state}{len(self.config.agents)} agents, {len(self.config.services)} "
+            f"services; {stats.requests} requests served, {stats.in_flight} in flight; "
             f"last reload: {self.last_reload}{fired}"
             + (f"; {overdue} credentials overdue for rotation" if overdue else "")
         )

@@ -28,8 +28,9 @@ from turret.headers import (
     upstream_query,
     with_credential,
 )
-from turret.model import Outbound, Service, UpstreamResponse
+from turret.model import Outbound, Params, Service, UpstreamResponse
 from turret.providers import CredentialProvider, Scope
+from turret.records import RequestAudit
 
 _CHUNK = 64 * 1024
 
@@ -93,16 +94,30 @@ async def send(
     service: Service,
     out: Outbound,
     redactor: Redactor,
+    *,
+    capability: str | None = None,
+    params: Params | None = None,
+    audit: RequestAudit | None = None,
 ) -> UpstreamResponse:
     """Send `out` to `service` with the credential `provider` hands out, and return the whole
-    answer, redacted; or raise a `RequestError`.
+    answer, redacted; or raise a `RequestError`. `capability` and its validated `params` (None
+    for the proxy) and the request's `audit` go to the provider in its `Scope`: a minting
+    provider narrows the credential to them and records the issuance.
 
     The client session is the one for the service's address policy, and the provider gets it
     in its `Scope`, so a provider that logs in does so through the same address checks (and
     framing guard) as the request. An answer the provider recognises as an expired credential
     is retried once with the renewed one."""
     http = pool.session_for(service.address_policy)
-    scope = Scope(service.name, via=http)
+    scope = Scope(
+        service.name,
+        capability,
+        params or {},
+        via=http,
+        pool=pool,
+        audit=audit,
+        timeout=service.timeout,
+    )
     injection = await provider.injection(scope)
     result = await _forward(http, service, injection, redactor, out)
     result = await _redacted(result, provider.response_guard(injection))
@@ -118,6 +133,10 @@ async def _redacted(result: UpstreamResponse, guard: Redactor | None) -> Upstrea
     if guard is None:
         return result
     body, count = await guard.redact_async(result.body)
+    block = "\n".join(f"{k}\n{v}" for k, v in result.headers.items()).encode()
+    if not guard.found(block):
+        # The common case: one scan of all the headers instead of one per header.
+        return replace(result, body=body, redactions=result.redactions + count)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in result.headers.items():
         if guard.redact_text(name)[1]:
@@ -144,6 +163,8 @@ async def _forward(
     headers = with_credential(out.headers, injection)
     # Only codings the response can be decoded from, so the echo guard reads what the agent gets.
     headers["Accept-Encoding"] = ACCEPT_ENCODING
+    if injection.sign is not None:
+        headers = CIMultiDict(injection.sign(out.method, str(url), headers, out.body))
     try:
         async with session.request(
             out.method,

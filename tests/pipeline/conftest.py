@@ -162,7 +162,9 @@ class FakeExchange:
             raise self.error
         return self.data
 
-    async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
+    async def forward(
+        self, runtime: Runtime, service: Service, out: Outbound, **_: object
+    ) -> UpstreamResponse:
         self.forwarded.append(out)
         self.runtimes.append(runtime)
         self.records_at_forward.append(self.recorder.events())

@@ -12,11 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import turret.config.cloud  # noqa: F401 - registers the vault, aws_sts and aws_secrets types
 from turret.authkinds import read_auth
 from turret.config import capabilities as capability_settings
 from turret.config import credpolicy
 from turret.config import limits as limit_settings
+from turret.config import providers as provider_settings
 from turret.config.admin import read_admin
+from turret.config.alerts import read_alerts
 from turret.config.approvals import read_approvals
 from turret.config.auditchain import read_chain_key
 from turret.config.bind import BIND_KEYS, read_bind_settings
@@ -97,6 +100,8 @@ class _ConfigReader(Checker):
                 "checkin",
                 "policy",
                 "approvals",
+                "providers",
+                "alerts",
             },
         )
         if top is None:
@@ -123,11 +128,22 @@ class _ConfigReader(Checker):
         params_key = capability_settings.read_audit(self, top.get("audit"))
         chain_key = read_chain_key(self, top.get("audit"))
         admin = read_admin(self, top["admin"]) if "admin" in top else AdminSettings()
+        providers = provider_settings.read_providers(self, top.get("providers"))
+        services = provider_settings.check_services(
+            self,
+            services=services,
+            providers=providers,
+            capabilities=caps,
+            agents=agents,
+            groups=groups,
+        )
+        alerts = read_alerts(self, top.get("alerts"), caps)
         heartbeat, checkin = read_deadman(self, top)
         config = Config(
             listen, creds_dir, services, agents, caps, groups, params_key, limits, admin,
             heartbeat=heartbeat, checkin=checkin, opa=read_policy(self, top.get("policy")),
             chain_key=chain_key, approvals=read_approvals(self, top.get("approvals", {}), caps),
+            providers=providers, alerts=alerts,
         )  # fmt: skip
         return credpolicy.with_policy(self, top, config)
 

@@ -128,7 +128,8 @@ async def perform(
     try:
         with flow.ctx.limiter.slot(principal.name, principal.agent.limits, spend=False):
             out = outbound_for(capability, params, service)
-            response = await io.forward(runtime, service, out)
+            call = CapabilityAction(capability, params)
+            response = await io.forward(runtime, service, out, call=call, audit=audit)
             done = call_result(capability, out, response, runtime.redactor)
     except RequestError as exc:
         audit.outcome(exc.status, exc.reason, {})

@@ -130,7 +130,7 @@ async def _proxied(
         body = await io.body(service.max_request_bytes, runtime.config.limits.body_timeout)
         out = Outbound(method, path, query, caller_headers(flow.incoming.headers), body)
         await refuse_secrets(flow, out)
-        result = await io.forward(runtime, service, out)
+        result = await io.forward(runtime, service, out, audit=audit)
     except RequestError as exc:
         audit.outcome(exc.status, exc.reason, {"TURRET_BYTES_IN": flow.incoming.content_length})
         raise

@@ -32,7 +32,7 @@ from turret.errors import (
 )
 from turret.exfil import TokenGuard, carries_async, find_secret_async
 from turret.headers import method_override_parameter
-from turret.model import Agent, Outbound, Service, UpstreamResponse
+from turret.model import Agent, CapabilityAction, Outbound, Service, UpstreamResponse
 from turret.pipeline.binding import binding_error, check_containment, peer_fields
 from turret.principal import Peer, Principal, Source
 from turret.ratelimit import AgentLimiter, FloodGate
@@ -80,8 +80,17 @@ class Exchange(Protocol):
     async def body(self, limit: int, within: float) -> bytes:
         """The request body: 413 over `limit` bytes, 408 if not in within `within` seconds."""
 
-    async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
-        """Send `out` to `service` with its credential; the whole answer, guarded."""
+    async def forward(
+        self,
+        runtime: Runtime,
+        service: Service,
+        out: Outbound,
+        *,
+        call: CapabilityAction | None = None,
+        audit: RequestAudit | None = None,
+    ) -> UpstreamResponse:
+        """Send `out` to `service` with its credential; the whole answer, guarded. `call` (a
+        capability's, with its validated parameters) and `audit` go to the provider."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,9 @@ class Flow:
     lease: DerivedToken | None = None  # the derived token the request was made with
 
     def guards(self) -> tuple[Redactor, ...]:
-        """What no request may carry: loaded and injected credentials, and agent tokens."""
-        return (self.runtime.redactor, self.ctx.tokens.redactor)
+        """What no request may carry: loaded and injected credentials, agent tokens, and
+        credentials minted since the runtime was built that may still be valid."""
+        return (self.runtime.redactor, self.ctx.tokens.redactor, *self.runtime.live_guards())
 
 
 def begin(ctx: Context, incoming: Incoming, path: str) -> Flow:
@@ -130,7 +140,7 @@ def begin(ctx: Context, incoming: Incoming, path: str) -> Flow:
             "TURRET_PATH": path,
             **peer_fields(incoming.peer),
         },
-        Scrubber(runtime.redactor, ctx.tokens, sent),
+        Scrubber(runtime.redactor, ctx.tokens, sent, tuple(runtime.live_guards())),
     )
     return Flow(ctx, incoming, runtime, audit)
 

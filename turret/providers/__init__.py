@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Protocol
 from turret.authkinds import Injection
 from turret.echo import Redactor
 
-if TYPE_CHECKING:  # only a type here: the protocol module itself needs no HTTP client
+if TYPE_CHECKING:  # only types here: the protocol module itself needs no HTTP client
     import aiohttp
+
+    from turret.connector import SessionPool
+    from turret.records import RequestAudit
 
 # Fingerprints are keyed per process: one tells values apart within a run of Turret, and cannot
 # be tested against a guessed value (a plain hash could be).
@@ -50,6 +53,13 @@ class Scope:
     capability: str | None = None
     params: Mapping[str, object] = field(default_factory=dict)
     via: aiohttp.ClientSession | None = field(default=None, compare=False, repr=False)
+    # For a provider that mints (`turret.providers.minting`): the sessions it reaches its own
+    # source through (each under that source's address policy), the request's audit records
+    # (an issuance is recorded with the request id and agent) and how long the request may
+    # spend obtaining its credential.
+    pool: SessionPool | None = field(default=None, compare=False, repr=False)
+    audit: RequestAudit | None = field(default=None, compare=False, repr=False)
+    timeout: float = field(default=10.0, compare=False)
 
 
 class CredentialProvider(Protocol):
@@ -87,6 +97,10 @@ class CredentialProvider(Protocol):
     async def rotate(self) -> None:
         """Obtain a new value now (optional)."""
 
+    def live_guard(self) -> Redactor | None:
+        """A redactor of the values handed out since the runtime was built that may still be
+        valid (minted ones), for the exfiltration guard; None if there are none."""
+
 
 class ProviderBase:
     """The optional parts of `CredentialProvider`, as no-ops: a provider that cannot renew,
@@ -105,3 +119,7 @@ class ProviderBase:
 
     async def rotate(self) -> None:
         """Nothing to rotate (a static credential changes with a reload)."""
+
+    def live_guard(self) -> Redactor | None:
+        """None: every value is in the runtime's redactor."""
+        return None

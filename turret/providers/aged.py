@@ -85,6 +85,10 @@ class AgedProvider:
         """The inner provider's guard."""
         return self.inner.response_guard(injection)
 
+    def live_guard(self) -> Redactor | None:
+        """The inner provider's guard of the values it minted since the runtime was built."""
+        return self.inner.live_guard()
+
     async def revoke(self) -> None:
         """Revoke at the inner provider."""
         await self.inner.revoke()

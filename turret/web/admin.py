@@ -27,6 +27,7 @@ from turret.errors import AuditUnavailable, BadRequest, RequestError, ServiceUna
 from turret.httpserver import PEER_CHECK, PeerCredentials, peer_credentials
 from turret.model import AGENT_NAME
 from turret.pipeline.tokens import revoke_tree
+from turret.providers.minting import revoke_all
 from turret.records import NOTICE, WARNING, Event
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
@@ -243,9 +244,13 @@ async def _unseal(request: web.Request) -> web.Response:
 
 async def _killswitch(request: web.Request) -> web.Response:
     reason = await _reason(request, "killswitch")
-    return await _act(
+    response = await _act(
         request, "killswitch", lambda state, uid, at: admin.killswitch(state, reason, uid, at)
     )
+    # Sealed first (no request is served from here on), then every minted lease revoked.
+    view, runtime = request.app[VIEW], request.app[VIEW].holder.current
+    await revoke_all(runtime.providers, view.auditor, runtime.retired)
+    return response
 
 
 async def _tokens(request: web.Request) -> web.Response:

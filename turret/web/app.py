@@ -27,9 +27,11 @@ from turret.ratelimit import AgentLimiter, FloodGate
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
 from turret.state import StateStore
+from turret.web.alerts import ALERTS, Alerter, alerts_ctx
 from turret.web.approvals import add_approval_routes
 from turret.web.capabilities import add_capability_routes
 from turret.web.keys import CONTEXT, COUNTERS, REQUEST_IDS, STATS, UPSTREAMS, Stats
+from turret.web.leases import revoke_at_exit
 from turret.web.middleware import error_middleware, no_version_banner
 from turret.web.proxy import add_proxy_routes
 from turret.web.tokens import add_token_routes
@@ -72,6 +74,9 @@ def create_app(
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
+    app[ALERTS] = Alerter()  # after the sessions: its cleanup (alerts finishing) runs first
+    app.cleanup_ctx.append(alerts_ctx)
+    app.cleanup_ctx.append(revoke_at_exit)  # also before the sessions close
     app.cleanup_ctx.append(_flood_summary_at_exit)
     if state is not None:
         app.cleanup_ctx.append(_token_pruner)

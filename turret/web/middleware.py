@@ -77,7 +77,8 @@ def _log_internal_error(request: web.Request, exc: Exception) -> None:
     # audit field before it is logged.
     ctx = request.app[CONTEXT]
     text = "".join(traceback.format_exception(exc))
-    scrubbed = scrub(text, ctx.holder.current.redactor, ctx.tokens)
+    runtime = ctx.holder.current
+    scrubbed = scrub(text, runtime.redactor, ctx.tokens, tuple(runtime.live_guards()))
     log.error("internal error in request %s: %s", request[REQUEST_ID], scrubbed)
 
 

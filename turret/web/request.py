@@ -7,12 +7,14 @@ import asyncio
 
 from aiohttp import web
 
-from turret.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from turret.errors import BadRequest, CredentialUnavailable, PayloadTooLarge, RequestTimeout
 from turret.httpserver import connection_peer
-from turret.model import Outbound, Service, UpstreamResponse
+from turret.model import CapabilityAction, Outbound, Service, UpstreamResponse
 from turret.pipeline.request import Incoming, Reply
+from turret.records import RequestAudit
 from turret.runtime import Runtime
 from turret.upstream import read_at_most, send
+from turret.web.alerts import ALERTS
 from turret.web.keys import REQUEST_ID, UPSTREAMS
 
 
@@ -64,7 +66,28 @@ class AiohttpExchange:
             raise too_large
         return data
 
-    async def forward(self, runtime: Runtime, service: Service, out: Outbound) -> UpstreamResponse:
+    async def forward(
+        self,
+        runtime: Runtime,
+        service: Service,
+        out: Outbound,
+        *,
+        call: CapabilityAction | None = None,
+        audit: RequestAudit | None = None,
+    ) -> UpstreamResponse:
         """Send `out` to `service` with its credential (the single way out)."""
-        provider = runtime.providers[service.name]
-        return await send(self._request.app[UPSTREAMS], provider, service, out, runtime.redactor)
+        provider, app = runtime.providers[service.name], self._request.app
+        try:
+            return await send(
+                app[UPSTREAMS],
+                provider,
+                service,
+                out,
+                runtime.redactor,
+                capability=call.capability.name if call else None,
+                params=call.params if call else None,
+                audit=audit,
+            )
+        except CredentialUnavailable as exc:
+            app[ALERTS].failed(app, runtime, exc)  # the configured notification, rate limited
+            raise

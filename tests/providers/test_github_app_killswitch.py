@@ -1,0 +1,129 @@
+"""The killswitch and the alarm with a whole Turret (`server.Gateway`, as `turret serve` runs
+it): the killswitch revokes every outstanding installation token at the fake GitHub (it sees
+each DELETE), and a failing provider is named in STATUS= and counted until a mint works."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.admin.conftest import Served, free_port
+from tests.gateway import Canaries
+from tests.providers.fake_github import FakeGitHub, new_key, serve
+from tests.providers.github import PEM_CREDENTIAL, github_config
+from tests.providers.minters import FakeTime
+from turret.providers.aged import unwrapped
+from turret.providers.minting import MintingProvider
+from turret.server import ServeOptions
+
+
+@pytest.fixture
+async def served(
+    leak_check: Canaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Served, FakeGitHub]]:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    pem, public = new_key()
+    fake = FakeGitHub(public, time.time)
+    leak_check.watch([pem])
+    leak_check.watch(fake.tokens)
+    creds = leak_check.write(tmp_path / "credentials")
+    (creds / PEM_CREDENTIAL).write_text(pem)
+    sockets = Path(tempfile.mkdtemp(prefix="turret-gh-"))
+    agents_unix, admin_socket = str(sockets / "agents.sock"), str(sockets / "admin.sock")
+    agents_tcp = f"127.0.0.1:{free_port()}"
+    token = leak_check.mint()
+    async for server in serve(fake):
+        api = str(server.make_url("")).rstrip("/")
+        config = tmp_path / "turret.yaml"
+        config.write_text(
+            github_config(api, token)
+            + f"listen: [unix:{agents_unix}, {agents_tcp}]\nadmin:\n  socket: {admin_socket}\n"
+        )
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        options = ServeOptions(str(config), str(creds), shutdown_timeout=5, state_dir=str(state))
+        s = Served(
+            options, tmp_path / "audit.jsonl", token, token, leak_check, admin_socket,
+            agents_unix, agents_tcp,
+        )  # fmt: skip
+        await s.start()
+        yield s, fake
+        if s.gateway is not None:
+            await s.stop()
+        leak_check.assert_absent(
+            [("answers", "\n".join(s.seen)), ("audit", s.audit_path.read_text())]
+        )
+    shutil.rmtree(sockets, ignore_errors=True)
+
+
+async def call(s: Served, repo: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(s.agents_unix)) as session,
+        session.post(
+            "http://turret/v1/capabilities/gh.repo",
+            json={"repo": repo},
+            headers={"Authorization": f"Bearer {s.token}"},
+        ) as resp,
+    ):
+        text = await resp.text()
+        s.seen.append(text)
+        return resp.status, await resp.json()
+
+
+async def test_github_app_killswitch_revokes_every_outstanding_token(
+    served: tuple[Served, FakeGitHub],
+) -> None:
+    s, fake = served
+    for repo in ("alpha", "beta", "alpha"):
+        assert (await call(s, repo))[0] == 200
+    assert len(fake.issued) == 2
+    status, _ = await s.admin("POST", "/v1/admin/killswitch", {"reason": "drill"})
+    assert status == 200
+    assert fake.deletes == 2
+    assert all(i.revoked for i in fake.issued)
+    (revoked,) = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_revoked"]
+    assert revoked["TURRET_COUNT"] == "2"
+    assert revoked["TURRET_PROVIDER"] == "gh-app"
+    assert (await call(s, "alpha"))[0] == 503  # sealed
+    assert (await s.admin("POST", "/v1/admin/unseal"))[0] == 200
+    assert (await call(s, "alpha"))[0] == 200  # a fresh token, not a revoked one
+    assert len(fake.issued) == 3
+
+
+async def test_github_app_failing_provider_is_named_in_status(
+    served: tuple[Served, FakeGitHub],
+) -> None:
+    s, fake = served
+    assert s.gateway is not None
+    # A served Turret wraps each provider for key age; the minting one is inside.
+    provider = unwrapped(s.gateway.holder.current.providers["gh"])
+    assert isinstance(provider, MintingProvider)
+    provider.hooks = FakeTime(wall=time.time()).hooks()  # backoff without sleeping
+    fake.mode = "500"
+    status, body = await call(s, "alpha")
+    assert (status, body["error"]["code"]) == (503, "credential_unavailable")
+    assert "CREDENTIAL MINTING FAILING: gh-app" in s.gateway.status()
+    assert s.gateway.counters().mint_failures["gh-app"] == 1
+    fake.mode = "ok"
+    assert (await call(s, "alpha"))[0] == 200
+    assert "FAILING" not in s.gateway.status()
+
+
+async def test_github_app_stopping_revokes_every_outstanding_token(
+    served: tuple[Served, FakeGitHub],
+) -> None:
+    s, fake = served
+    for repo in ("alpha", "beta"):
+        assert (await call(s, repo))[0] == 200
+    await s.stop()
+    assert fake.deletes == 2  # minted credentials do not outlive the Turret that holds them
+    (revoked,) = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_revoked"]
+    assert revoked["TURRET_COUNT"] == "2"
