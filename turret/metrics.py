@@ -107,6 +107,14 @@ def _requests(counters: RequestCounters) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "turret_audit_failures", "Audit records the sink lost", value=counters.audit_failures
     )
+    mints = CounterMetricFamily(
+        "turret_credential_mint_failures",
+        "Mints a provider failed after its retries (requests answered 503), by provider",
+        labels=["provider"],
+    )
+    for provider, n in sorted(counters.mint_failures.items()):
+        mints.add_metric([provider], n)
+    yield mints
 
 
 def _le(bound: float) -> str:

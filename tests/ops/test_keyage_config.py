@@ -118,11 +118,21 @@ def test_check_configured_and_disabled() -> None:
     assert services["gitea"].check is None
 
 
+@pytest.mark.parametrize("path", ["/api/", "/", "/api/v1/"])
+def test_check_path_may_end_in_a_slash(path: str) -> None:
+    # Home Assistant's default check is `GET /api/`: an operator can write it by hand too.
+    check = f"auth: {{bearer: api-key}}\n    check: {{path: {path}}}"
+    text = BASE.replace("auth: {bearer: api-key}", check)
+    assert load_config(text).services["plain"].check == HealthCheck("GET", path, 200)
+
+
 @pytest.mark.parametrize(
     ("check", "path", "message"),
     [
         ("{path: api/v1/user}", "services.plain.check.path", "must match"),
         ("{path: '/a/../b'}", "services.plain.check.path", ""),
+        ("{path: '/a//'}", "services.plain.check.path", ""),
+        ("{path: '/a/../'}", "services.plain.check.path", ""),
         ("{path: '/a?x=1'}", "services.plain.check.path", "must match"),
         ("{path: /x, method: FETCH}", "services.plain.check.method", "one of"),
         ("{path: /x, expect_status: 99}", "services.plain.check.expect_status", "from 100"),

@@ -132,3 +132,11 @@ def test_registry_is_one_per_gateway_and_never_the_global_one() -> None:
     assert "turret_" not in render(REGISTRY).decode()
     # Without a state store, only what the counters know, and the store's absence.
     assert series(b)[("turret_state_store", ())] == 0 and "turret_sealed" not in b
+
+
+def test_mint_failures_are_counted_by_provider() -> None:
+    view = View(load_config(CONFIG))
+    view.counters().mint_failures.update({"gh-app": 4, "vault": 1})
+    got = series(render(registry_for(view)).decode())
+    assert got[("turret_credential_mint_failures_total", (("provider", "gh-app"),))] == 4
+    assert got[("turret_credential_mint_failures_total", (("provider", "vault"),))] == 1

@@ -124,7 +124,10 @@ def read_check(ck: Checker, path: str, svc: dict[str, Any], kind: object) -> Hea
                        integer=True)  # fmt: skip
     if check_path is not None:
         try:
-            canonical_path(check_path)
+            # A directory-style path (Home Assistant's `/api/`, the default check) is
+            # canonical but for its one trailing slash, which the request keeps.
+            trailing = len(check_path) > 1 and check_path.endswith("/")
+            canonical_path(check_path[:-1] if trailing else check_path)
         except BadRequest as exc:
             ck.fail(join(path, "path"), str(exc))
             check_path = None
