@@ -84,6 +84,11 @@ async def test_demo_prints_the_operator_walkthrough_and_serves_its_admin_socket(
             f"TURRET_TOKEN={token[1]} turret mcp --url {base}",
             f"claude mcp add turret -e TURRET_TOKEN={token[1]} -- turret mcp --url {base}",
             f"-d '{json.dumps(LEASE)}' {base}/v1/tokens",
+            f"turret approvals {admin}",
+            f"turret approve <approval_id> {admin}",
+            f"turret credentials {admin}",
+            f"turret check --all {admin}",
+            f"turret metrics {admin}",
         ):
             assert line in text, line
         await eventually(lambda: Path(socket[1]).exists())
@@ -96,6 +101,20 @@ async def test_demo_prints_the_operator_walkthrough_and_serves_its_admin_socket(
         assert await _whoami(base, token[1]) == (401, "revoked")
         assert await _turret("unrevoke", "demo", *admin.split()) == 0
         assert await _whoami(base, token[1]) == (200, None)
+        # The approval walkthrough: held, listed, approved, then performed on the agent's read.
+        held = await _agent(base, token[1], "POST", "/v1/capabilities/notes.remove", {"id": 1})
+        assert held[0] == 202, held
+        approval_id = held[1]["pending"]["approval_id"]
+        code, listed = await _turret_out("approvals", "--json", *admin.split())
+        assert code == 0 and approval_id in listed
+        assert await _turret("approve", approval_id, *admin.split()) == 0
+        done = await _agent(base, token[1], "GET", f"/v1/approvals/{approval_id}?wait=5")
+        assert done[0] == 200 and done[1]["result"] == {"id": 1, "removed": True}, done
+        # The operator's other new commands, as printed, with nothing secret in their output.
+        for command in (["credentials"], ["check", "--all"], ["metrics"]):
+            code, out = await _turret_out(*command, *admin.split())
+            assert code == 0, (command, out)
+            assert token[1] not in out and "demo-turret_" not in out
     finally:
         proc.send_signal(signal.SIGINT)
         await proc.communicate()
@@ -108,6 +127,27 @@ async def _turret(*args: str) -> int | None:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     return await proc.wait()
+
+
+async def _turret_out(*args: str) -> tuple[int | None, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "turret", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode()
+
+
+async def _agent(
+    base: str, token: str, method: str, path: str, body: object = None
+) -> tuple[int, Any]:
+    async with (
+        ClientSession() as session,
+        session.request(
+            method, f"{base}{path}", json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as resp,
+    ):
+        return resp.status, await resp.json()
 
 
 async def _whoami(base: str, token: str) -> tuple[int, str | None]:

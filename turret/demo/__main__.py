@@ -54,6 +54,11 @@ def demo_upstream(secret: str) -> web.Application:
         notes.append(note)
         return web.json_response(note, status=201)
 
+    async def remove_note(request: web.Request) -> web.Response:
+        wanted = int(request.match_info["id"])
+        notes[:] = [n for n in notes if n["id"] != wanted]
+        return web.json_response({"id": wanted, "removed": True})
+
     async def echo(request: web.Request) -> web.Response:
         # Reflects the request headers, credential included: Turret's echo guard redacts it.
         return web.json_response({"headers": dict(request.headers)})
@@ -62,7 +67,7 @@ def demo_upstream(secret: str) -> web.Application:
     app.router.add_get("/api/notes", list_notes)
     app.router.add_post("/api/notes", add_note)
     app.router.add_get("/api/debug/echo", echo)
-    app.router.add_delete("/api/notes/{id}", list_notes)
+    app.router.add_delete("/api/notes/{id:[0-9]+}", remove_note)
     return app
 
 
@@ -116,6 +121,10 @@ Try, from another terminal:
   curl -s {auth} {base}/v1/capabilities
   # a typed capability: the agent names the action, Turret builds the request
   curl -s {auth} -d '{{"text": "hello from a capability"}}' {base}/v1/capabilities/notes.add
+  # a call a person must approve: 202 with an approval id, and nothing sent upstream yet
+  curl -s {auth} -d '{{"id": 1}}' {base}/v1/capabilities/notes.remove
+  # ...once the operator approves it (below), this performs it, once, and gives its result
+  curl -s {auth} "{base}/v1/approvals/<its approval_id>?wait=30"
   # allowed: Turret injects the notes credential, which the agent never holds
   curl -s {auth} {base}/v1/proxy/notes/api/notes
   # the upstream reflects its request headers; the credential comes back [REDACTED]
@@ -146,6 +155,14 @@ def _explain_operator(token: str, admin_socket: str, base: str) -> None:
   turret revoke demo --reason "trying it out" {admin}
   curl -s -H "Authorization: Bearer {token}" {base}/v1/whoami
   turret unrevoke demo {admin}
+  # calls held for approval, exactly as asked; approve (or `turret deny`) one
+  turret approvals {admin}
+  turret approve <approval_id> {admin}
+  # each credential's keyed fingerprint, age and owner; a health check with it, now
+  turret credentials {admin}
+  turret check --all {admin}
+  # Prometheus metrics (node_exporter: turret metrics --textfile PATH)
+  turret metrics {admin}
   (after `make setup`, `turret` is `.venv/bin/turret`, or `source .venv/bin/activate`)
 
 As an MCP server (an MCP client runs this command; it speaks MCP on stdin/stdout):
