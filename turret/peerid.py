@@ -84,26 +84,33 @@ ProcReader = Callable[[int, str], str | None]
 
 
 PEER_FILES = ("cgroup", "status", "net/dev")
+UNIT_FILES = ("cgroup",)  # the peer's unit only: what binding and the audit's peer fields need
 
 
 def peer_files(
-    pid: int, pidfd: int | None, accepted: int, read: ProcReader = read_proc
+    pid: int,
+    pidfd: int | None,
+    accepted: int,
+    read: ProcReader = read_proc,
+    *,
+    names: tuple[str, ...] = PEER_FILES,
 ) -> dict[str, str | None] | None:
-    """The `PEER_FILES` of `/proc/PID` of the process that connected (each None if it cannot be
+    """The `names` of `/proc/PID` of the process that connected (each None if it cannot be
     read); None if the pid may no longer be that process."""
     if pidfd is not None:
-        texts = {name: read(pid, name) for name in PEER_FILES}
+        texts = {name: read(pid, name) for name in names}
         return None if _exited(pidfd) else texts
     before = start_ticks(read(pid, "stat") or "")
-    texts = {name: read(pid, name) for name in PEER_FILES}
+    texts = {name: read(pid, name) for name in names}
     after = start_ticks(read(pid, "stat") or "")
     return texts if same_process(before, after, accepted) else None
 
 
-def identify(sock: socket.socket, root: str | None = None) -> Peer | None:
+def identify(sock: socket.socket, root: str | None = None, *, sandbox: bool = True) -> Peer | None:
     """The peer of a unix stream socket (None for any other socket): SO_PEERCRED, and the unit
-    its cgroup names and what the kernel shows of its confinement, where these can be read
-    without a race."""
+    its cgroup names and (with `sandbox`) what the kernel shows of its confinement, where these
+    can be read without a race. Without `sandbox` the peer's `sandbox` is None, as when it
+    cannot be read: only containment (`turret.containment`) asks for it."""
     if sock.family != socket.AF_UNIX:
         return None
     accepted = boot_ticks()
@@ -114,7 +121,8 @@ def identify(sock: socket.socket, root: str | None = None) -> Peer | None:
         return None
     pidfd = _peer_pidfd(sock)
     try:
-        texts = peer_files(pid, pidfd, accepted) if pid > 0 else None
+        names = PEER_FILES if sandbox else UNIT_FILES
+        texts = peer_files(pid, pidfd, accepted, names=names) if pid > 0 else None
     finally:
         if pidfd is not None:
             os.close(pidfd)

@@ -157,3 +157,9 @@ def bindings_of(agent: Agent) -> tuple[PeerBinding, ...]:
 def must_be_contained(agent: Agent) -> bool:
     """Whether `agent` or one of its groups says `require_contained: true`."""
     return agent.require_contained or any(g.require_contained for g in agent.groups)
+
+
+def asks_containment(agents: Iterable[Agent]) -> bool:
+    """Whether any of `agents` has its caller's containment checked or recorded (it requires
+    containment, or is bound): only then is the peer's confinement read at accept."""
+    return any(must_be_contained(a) or bindings_of(a) for a in agents)

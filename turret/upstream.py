@@ -133,10 +133,9 @@ async def _redacted(result: UpstreamResponse, guard: Redactor | None) -> Upstrea
     if guard is None:
         return result
     body, count = await guard.redact_async(result.body)
-    block = "\n".join(f"{k}\n{v}" for k, v in result.headers.items()).encode()
-    if not guard.found(block):
-        # The common case: one scan of all the headers instead of one per header.
-        return replace(result, body=body, redactions=result.redactions + count)
+    # Each header is looked at on its own: in one text of them all, a decoded view could join
+    # two of them (markup from a `<` in one to a `>` in another is read as removed, with the
+    # encoded value in a header between).
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in result.headers.items():
         if guard.redact_text(name)[1]:

@@ -173,7 +173,8 @@ async def test_bind_require_contained_refuses_this_test_process(serve: Serve) ->
 async def test_bind_unit_binding_records_containment_even_when_not_required(serve: Serve) -> None:
     served = await serve(f"    bind: [{{uid: {OWN}}}, {{unit: opencode.service}}]\n")
     assert (await served.agent("/v1/whoami"))[0] == 200
-    assert last(served, TURRET_EVENT="decision")["TURRET_CONTAINMENT"] != "contained"
+    # the process's own facts are read for a bound agent too: known, and not contained
+    assert last(served, TURRET_EVENT="decision")["TURRET_CONTAINMENT"] == "uncontained"
 
 
 @needs_root

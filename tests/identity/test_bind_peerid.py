@@ -9,9 +9,11 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from turret import peerid
 from turret.peerid import PROC, SO_PEERPIDFD, _peer_pidfd, boot_ticks, identify, peer_files
 from turret.principal import Peer
 
@@ -129,3 +131,23 @@ def test_peer_files_with_the_pidfd_of_an_exited_process_is_none(
 def test_boot_ticks_is_after_this_process_started() -> None:
     start = int((PROC / "self" / "stat").read_text().rpartition(")")[2].split()[19])
     assert start <= boot_ticks()
+
+
+def test_identify_without_sandbox_reads_only_the_cgroup(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    real = peerid._read
+
+    def spy(path: Path) -> str | None:
+        read.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(peerid, "_read", spy)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        lean = identify(a, root="", sandbox=False)
+        assert lean is not None and lean.uid == os.getuid() and lean.sandbox is None
+        assert "cgroup" in read and not {"status", "dev"} & set(read)
+        read.clear()
+        full = identify(a, root="")
+    assert {"cgroup", "status", "dev"} <= set(read)
+    assert full is not None and full.sandbox is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,12 +19,15 @@ from turret.connector import ResolverFactory, SessionPool
 from turret.counters import CountingRecorder, RequestCounters
 from turret.errors import AuditUnavailable, StateError
 from turret.exfil import TokenGuard
-from turret.httpserver import PEER_IDENTITY, handler_args
+from turret.httpserver import PEER_IDENTITY, PeerIdentity, handler_args
+from turret.model import Config
 from turret.opaclient import OpaClient
 from turret.peerid import SystemdUnits, identify
+from turret.peers import asks_containment
 from turret.pipeline.approvals import prune_approvals
 from turret.pipeline.request import Context, record_flood_summary
 from turret.pipeline.tokens import prune_expired
+from turret.principal import Peer
 from turret.ratelimit import AgentLimiter, FloodGate
 from turret.requestids import RequestIds
 from turret.runtime import RuntimeHolder
@@ -71,7 +75,7 @@ def create_app(
         units=SystemdUnits(),
     )  # fmt: skip
     app.on_cleanup.append(lambda _: oracle.close())
-    app[PEER_IDENTITY] = identify
+    app[PEER_IDENTITY] = peer_identity(holder)
     app[STATS] = Stats()
     app[REQUEST_IDS] = RequestIds()
     app.cleanup_ctx.append(lambda app: _client_sessions(app, resolver))
@@ -87,6 +91,20 @@ def create_app(
     add_token_routes(app)
     add_approval_routes(app)
     return app
+
+
+def peer_identity(holder: RuntimeHolder) -> PeerIdentity:
+    """How a connection's peer is read: its confinement too only while the running config has
+    an agent whose containment is checked or recorded (asked again when the config changes)."""
+    seen: list[tuple[Config, bool]] = []
+
+    def read(sock: socket.socket) -> Peer | None:
+        config = holder.current.config
+        if not seen or seen[0][0] is not config:
+            seen[:] = [(config, asks_containment(config.agents.values()))]
+        return identify(sock, sandbox=seen[0][1])
+
+    return read
 
 
 async def _client_sessions(app: web.Application, resolver: ResolverFactory) -> AsyncIterator[None]:
