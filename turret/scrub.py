@@ -42,7 +42,9 @@ class Scrubber:
         Checked on first use, after authentication has added the caller's own token."""
         if self._needed is None:
             guards = (self._redactor, self._tokens.redactor, *self._extra)
-            self._needed = carries(b"\n".join(self._sent), guards)
+            # Each part on its own: joined, markup opened in one (`<` in the path) and closed
+            # in the next (`>` in the body) would read as one tag and hide what is between.
+            self._needed = any(carries(part, guards) for part in self._sent)
         return self._needed
 
     def __call__(self, text: str) -> str:

@@ -15,7 +15,8 @@ Views made, and how they compose (a constant number, so scanning stays linear in
   `\\/` and the one-letter escapes), MIME quoted-printable (`=XX`, soft line breaks) and the
   reading of HTML/XML text (markup and CDATA markers removed, character references decoded,
   default-ignorable characters such as zero-width spaces and soft hyphens removed, NFKC
-  normalised: what a parser, a renderer or a Unicode-normalising reader shows).
+  normalised: what a parser, a renderer or a Unicode-normalising reader shows); and, as a side
+  view, character references decoded with the markup kept (the value of an attribute).
   Any composition of up to `ROUNDS` of these steps, in any order, is undone (deeper percent
   nesting too: a percent step decodes up to `PERCENT_DEPTH` levels).
 
@@ -126,6 +127,19 @@ def unescape_html(data: bytes) -> bytes | None:
     return text.encode("utf-8", "surrogateescape")
 
 
+def references_in_markup(data: bytes) -> bytes | None:
+    """`data` with character references decoded and its markup KEPT, or None if it has no
+    markup (then `unescape_html` decodes them alone): a value inside a tag, an attribute such as
+    `<a title="&#116;...">`, as the reader of that attribute sees it. `unescape_html` removes
+    the whole tag first, so without this view an encoded secret inside one would be unseen."""
+    if b"&" not in data or b"<" not in data:
+        return None
+    text = _HTML_REF.sub(lambda m: html.unescape(m[0]), data.decode("utf-8", "surrogateescape"))
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", IGNORABLE.sub("", text))
+    return text.encode("utf-8", "surrogateescape")
+
+
 # Quoted-printable (RFC 2045): `=XX` is a byte, `=` at the end of a line (after optional
 # blanks) is a soft line break. Encoded words (`=?utf-8?q?...?=`) use the same escapes.
 _QP = re.compile(rb"=(?:[ \t]*\r?\n|([0-9A-Fa-f]{2}))")
@@ -177,6 +191,7 @@ def _unescape_steps(view: bytes) -> Iterator[bytes]:
         # HTML references read as they are, too: a client reading HTML does not first take
         # string escapes: `&colon;\ ` reads as `:\ ` to it, though `\ ` unescapes away.
         html_only = unescape_html(current)
+        attributes = references_in_markup(current)
         step: Callable[[bytes], bytes | None]
         for step in (unescape_string, unescape_qp, unescape_html):
             decoded_or_none = step(current)
@@ -185,6 +200,8 @@ def _unescape_steps(view: bytes) -> Iterator[bytes]:
                 current, changed = decoded_or_none, True
         if html_only is not None and html_only != current:
             yield html_only
+        if attributes is not None and attributes != current:
+            yield attributes
         if not changed:
             return
 
@@ -200,6 +217,7 @@ def views(data: bytes) -> Iterator[bytes]:
 
 def max_views() -> int:
     """An upper bound on how many views `views` makes of any input: the linearity guarantee."""
-    # percent chain, its `+` side views, string, quoted-printable, HTML, HTML alone
-    per_round = PERCENT_DEPTH * 2 + 4
+    # percent chain, its `+` side views, string, quoted-printable, HTML, HTML alone, references
+    # inside markup
+    per_round = PERCENT_DEPTH * 2 + 5
     return 1 + (1 + len(WIDE_CODECS)) * (1 + ROUNDS * per_round)

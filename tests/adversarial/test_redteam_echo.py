@@ -138,4 +138,4 @@ def test_redteam_echo_view_bound_holds_with_new_steps() -> None:
         b"%25%41 &amp;#65; \\u0041 =41=\r\n <b>x</b> <![CDATA[y]]> \xef\xbc\xa1 \xe2\x80\x8b"
         + "note".encode("utf-16-le")
     ) * 50
-    assert sum(1 for _ in views(data)) <= max_views() <= 200
+    assert sum(1 for _ in views(data)) <= max_views() <= 210
