@@ -63,9 +63,9 @@ def last_checkin(state: StateStore) -> tuple[float, str] | None:
 async def probe(pool: SessionPool, settings: HeartbeatSettings) -> str | None:
     """GET the heartbeat URL: None for a 2xx answer within the timeout, else what went wrong (a
     fixed text: never the URL, which may hold a check's secret id)."""
-    session = pool.session_for(settings.address_policy)
     timeout = aiohttp.ClientTimeout(total=settings.timeout)
     try:
+        session = pool.session_for(settings.address_policy)
         async with session.get(
             URL(settings.url, encoded=True), allow_redirects=False, timeout=timeout
         ) as resp:
@@ -78,6 +78,9 @@ async def probe(pool: SessionPool, settings: HeartbeatSettings) -> str | None:
         return "connection failed"
     except (aiohttp.ClientError, OSError) as exc:
         return f"invalid answer ({type(exc).__name__})"
+    except Exception as exc:  # any other failure is a miss too, never a pass
+        log.exception("heartbeat probe failed")
+        return f"probe failed ({type(exc).__name__})"
     return None if 200 <= status < 300 else f"HTTP {status}"
 
 

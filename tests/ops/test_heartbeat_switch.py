@@ -276,3 +276,30 @@ async def test_deadman_running_probes_at_start(
             while beat.hits == 0:  # noqa: ASYNC110 - the round runs in the switch's own task
                 await asyncio.sleep(0.01)
         assert switch.watch.misses == 0
+
+
+class BrokenPool(SessionPool):
+    """A session pool that fails in a way the probe does not expect (not an aiohttp error)."""
+
+    def session_for(self, policy: Any) -> Any:
+        raise RuntimeError("the resolver broke")
+
+
+async def test_heartbeat_probe_failing_unexpectedly_counts_as_a_miss(
+    tmp_path: Path, creds_dir: Path, state: StateStore, beat: Beat
+) -> None:
+    # Fail closed: a probe that cannot even be made is a miss, so the switch still fires.
+    section = f"heartbeat: {{url: '{beat.url}', interval: 60, timeout: 1, misses: 2}}\n"
+    runtime = build_runtime(load_config(BASE + section), str(creds_dir))
+    pool = BrokenPool(HostsResolver({}))
+    audit = tmp_path / "audit.jsonl"
+    clock = Clock()
+    auditor = Auditor(LineSink.open(str(audit)))
+    deadman = DeadMan(RuntimeHolder(runtime), state, auditor, pool, clock)
+    sw = Switch(deadman, clock, state, audit)
+    try:
+        assert await sw.rounds(2, 60) == [0, 1]
+    finally:
+        await pool.close()
+    seal = state.controls.sealed()
+    assert seal is not None and "probe failed (RuntimeError)" in seal.reason
