@@ -102,6 +102,15 @@ class _JsonErrorHandler(RequestHandler):
         response.force_close()
         return response
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Accepted as the server shuts down (the accept was queued before the listening socket
+        # closed, its handler made after the open connections were closed): closed at once, as
+        # no one else would close it.
+        if isinstance(self._manager, TurretServer) and self._manager.closing:
+            transport.close()
+            return
+        super().connection_made(transport)
+
 
 class _Busy(_JsonErrorHandler):
     """Answers 503 and closes: the handler of a connection over the cap. It never registers
@@ -208,6 +217,13 @@ class TurretServer(web.Server):
         self._max_connections = max_connections
         self.peer_check = peer_check
         self.identify: PeerIdentity | None = None
+        self.closing = False  # set by `shutdown`: a connection made after it is closed at once
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's
+        """Close every connection (after in-flight requests, within `timeout`), and any that
+        is made while this runs."""
+        self.closing = True
+        await super().shutdown(timeout)
 
     def __call__(self) -> RequestHandler:
         if len(self.connections) >= self._max_connections:
