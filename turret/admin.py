@@ -7,6 +7,7 @@ writes fsync, so the app calls the commands in a worker thread; the documents on
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,20 @@ def store_of(state: StateStore | None) -> StateStore:
     if state is None:
         raise ServiceUnavailable(NO_STORE)
     return state
+
+
+def reason_from_body(raw: bytes, default: str) -> str:
+    """The `reason` of an admin request's body (none: `default`); a `BadRequest` if the body is
+    not a JSON object."""
+    if not raw:
+        return default
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return reason_of(body.get("reason"), default)
 
 
 def reason_of(value: object, default: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from turret.config.yamlload import Document, join
 from turret.errors import ConfigIssue
+from turret.netpolicy import service_url
 
 
 class Checker:
@@ -37,6 +38,17 @@ class Checker:
         for key in sorted(required - value.keys()):
             self.fail(path, f"missing required key '{key}'")
         return value
+
+    def url(self, path: str, value: Any) -> str | None:
+        """An outbound `http(s)://` URL (a service's, a provider's), normalised; else reported."""
+        text = self.string(path, value)
+        if text is None:
+            return None
+        try:
+            return service_url(text)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+            return None
 
     def string(
         self,

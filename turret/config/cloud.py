@@ -26,7 +26,7 @@ from turret.config.limits import read_address_policy
 from turret.config.providers import PLACEHOLDER, ProviderSpec, register
 from turret.config.yamlload import join
 from turret.model import CREDENTIAL_NAME, HEADER_NAME, JSON
-from turret.netpolicy import AddressPolicy, service_url
+from turret.netpolicy import AddressPolicy
 
 SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 VAULT_MOUNT = re.compile(SEGMENT)
@@ -40,17 +40,6 @@ SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
 SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}")
 MIN_STS_DURATION, MAX_STS_DURATION = 900, 43200
 MAX_POLICY_CHARS = 2048  # STS's limit on a packed session policy's plain text
-
-
-def _url(ck: Checker, path: str, value: Any) -> str | None:
-    text = ck.string(path, value)
-    if text is None:
-        return None
-    try:
-        return service_url(text)
-    except ValueError as exc:
-        ck.fail(path, str(exc))
-        return None
 
 
 def _source(ck: Checker, path: str, body: dict[str, Any]) -> tuple[AddressPolicy, float | None]:
@@ -106,7 +95,7 @@ class VaultSpec(ProviderSpec):
             for k in ("role_id", "secret_id", "token")
             if k in body
         }
-        url = _url(ck, join(path, "url"), body.get("url"))
+        url = ck.url(join(path, "url"), body.get("url"))
         namespace = body.get("namespace")
         if namespace is not None:
             namespace = ck.string(join(path, "namespace"), namespace, VAULT_NAMESPACE)
@@ -193,7 +182,7 @@ class _AwsSpec(ProviderSpec):
             join(path, "secret_access_key"), body.get("secret_access_key"), CREDENTIAL_NAME
         )
         endpoint = (
-            _url(ck, join(path, "endpoint"), body["endpoint"]) if "endpoint" in body else None
+            ck.url(join(path, "endpoint"), body["endpoint"]) if "endpoint" in body else None
         )
         policy, timeout = _source(ck, path, body)
         if None in (region, key_id, secret, timeout) or ("endpoint" in body and endpoint is None):

@@ -32,7 +32,7 @@ from turret.model import (
     Group,
     Service,
 )
-from turret.netpolicy import AddressPolicy, service_url
+from turret.netpolicy import AddressPolicy
 
 PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]{0,63})\}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -204,7 +204,7 @@ class GithubAppSpec(ProviderSpec):
         installation = ck.number(
             join(path, "installation_id"), body.get("installation_id"), 1, 2**53, integer=True
         )
-        url = _url(ck, join(path, "api_url"), body.get("api_url", cls.api_url))
+        url = ck.url(join(path, "api_url"), body.get("api_url", cls.api_url))
         networks = body.get("allow_networks", [])
         policy = read_address_policy(ck, join(path, "allow_networks"), networks)
         timeout = ck.number(join(path, "timeout"), body.get("timeout", 10), 0.1, 300, integer=False)
@@ -251,17 +251,6 @@ def _github_permissions(ck: Checker, path: str, value: Any) -> dict[str, JSON]:
         else:
             perms[name] = level
     return perms
-
-
-def _url(ck: Checker, path: str, value: Any) -> str | None:
-    text = ck.string(path, value)
-    if text is None:
-        return None
-    try:
-        return service_url(text)
-    except ValueError as exc:
-        ck.fail(path, str(exc))
-        return None
 
 
 # --- reading -----------------------------------------------------------------------------------

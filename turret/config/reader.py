@@ -42,7 +42,6 @@ from turret.model import (
     Config,
     Service,
 )
-from turret.netpolicy import service_url
 from turret.ratelimit import AgentLimits
 
 
@@ -194,16 +193,6 @@ class _ConfigReader(Checker):
             trackers,
             check=check,
         )
-
-    def url(self, path: str, value: Any) -> str | None:
-        text = self.string(path, value)
-        if text is None:
-            return None
-        try:
-            return service_url(text)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
 
     def agent(
         self,

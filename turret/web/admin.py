@@ -151,16 +151,7 @@ def _operator(request: web.Request) -> int:
 
 
 async def _reason(request: web.Request, default: str) -> str:
-    raw = await request.read()
-    if not raw:
-        return default
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return admin.reason_of(body.get("reason"), default)
+    return admin.reason_from_body(await request.read(), default)
 
 
 def _agent(request: web.Request) -> str:

@@ -14,7 +14,6 @@ the connection. Approving does not perform the call: the agent's next read of th
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from functools import partial
@@ -109,13 +108,4 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
 
 
 async def _reason(request: web.Request, default: str) -> str:
-    raw = await request.read()
-    if not raw:
-        return default
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return admin.reason_of(body.get("reason"), default)
+    return admin.reason_from_body(await request.read(), default)
