@@ -111,14 +111,7 @@ class Served:
 
     async def cli(self, *args: str) -> tuple[int, str, str]:
         """`turret ARGS --admin-socket SOCKET` in a child process: exit status, stdout, stderr."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "turret", *args, "--admin-socket", self.admin_socket,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await proc.communicate()
-        self.seen += [out.decode(), err.decode()]
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        return await admin_cli(self.admin_socket, self.seen, *args)
 
     def audit(self) -> list[dict[str, str]]:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
@@ -170,3 +163,16 @@ async def served(
         [("answers and CLI output", "\n".join(s.seen)), ("audit", s.audit_path.read_text())]
     )
     shutil.rmtree(Path(s.admin_socket).parent, ignore_errors=True)
+
+
+async def admin_cli(admin_socket: str, seen: list[str], *args: str) -> tuple[int, str, str]:
+    """`turret ARGS --admin-socket SOCKET` in a child process: exit status, stdout, stderr; both
+    outputs are added to `seen` (for the leak check)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "turret", *args, "--admin-socket", admin_socket,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    seen += [out.decode(), err.decode()]
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

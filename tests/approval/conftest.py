@@ -10,10 +10,8 @@ output and the state directory are checked for the canaries and agent tokens at 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +23,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from tests.admin.conftest import admin_cli
 from tests.capabilities.conftest import AGENTS, CREDENTIALS, capability_config
 from tests.capabilities.fake_services import FakeState, start_fakes
 from tests.gateway import Built, Canaries, build_gateway
@@ -190,14 +189,7 @@ class Desk:
 
     async def cli(self, *args: str) -> tuple[int, str, str]:
         """`turret ARGS --admin-socket SOCKET` in a child process: exit status and output."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "turret", *args, "--admin-socket", self.admin_socket,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await proc.communicate()
-        self.seen += [out.decode(), err.decode()]
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        return await admin_cli(self.admin_socket, self.seen, *args)
 
     def audit(self, event: str | None = None) -> list[dict[str, Any]]:
         records = [json.loads(line) for line in self.audit_path.read_text().splitlines()]
