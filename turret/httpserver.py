@@ -85,7 +85,11 @@ class _JsonErrorHandler(RequestHandler):
     """aiohttp's connection handler, whose own refusals (malformed HTTP, caught before any route
     runs) are answered in the JSON error shape and never quote back the bytes refused."""
 
-    __slots__ = ()
+    __slots__ = ("_made",)
+
+    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._made: asyncio.BaseTransport | None = None
 
     def handle_error(
         self,
@@ -103,13 +107,24 @@ class _JsonErrorHandler(RequestHandler):
         return response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Accepted as the server shuts down (the accept was queued before the listening socket
-        # closed, its handler made after the open connections were closed): closed at once, as
-        # no one else would close it.
-        if isinstance(self._manager, TurretServer) and self._manager.closing:
-            transport.close()
-            return
+        # Every connection is held by the server until it is lost, so that shutting down closes
+        # it even where aiohttp no longer tracks it; one accepted as the server shuts down (the
+        # accept was queued before the listening socket closed, its handler made after the
+        # open connections were closed) is closed at once.
+        self._made = transport
+        manager = self._manager
+        if isinstance(manager, TurretServer):
+            manager.live.add(transport)
+            if manager.closing:
+                transport.close()
+                return
         super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        manager = self._manager  # aiohttp's connection_lost forgets it
+        super().connection_lost(exc)
+        if isinstance(manager, TurretServer) and self._made is not None:
+            manager.live.discard(self._made)
 
 
 class _Busy(_JsonErrorHandler):
@@ -218,12 +233,16 @@ class TurretServer(web.Server):
         self.peer_check = peer_check
         self.identify: PeerIdentity | None = None
         self.closing = False  # set by `shutdown`: a connection made after it is closed at once
+        self.live: set[asyncio.BaseTransport] = set()  # every connection not yet lost
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp's
         """Close every connection (after in-flight requests, within `timeout`), and any that
-        is made while this runs."""
+        is made while this runs or that aiohttp no longer tracks."""
         self.closing = True
         await super().shutdown(timeout)
+        for transport in list(self.live):
+            if not transport.is_closing():
+                transport.close()
 
     def __call__(self) -> RequestHandler:
         if len(self.connections) >= self._max_connections:
