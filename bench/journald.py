@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
+from bench import journald_load
 from tests.e2e.nspawn_machine import (
     REPO,
     SRC_IN_MACHINE,
@@ -64,11 +67,15 @@ print(json.dumps({"count": len(records), "complete": complete}))
 
 
 def measure(
-    records: int, rounds: int, image: tuple[Path, Path] | None = None
+    records: int,
+    rounds: int,
+    image: tuple[Path, Path] | None = None,
+    saturation: tuple[int, int] | None = None,
 ) -> dict[str, dict[str, object]]:
     """µs per record for each sink, measured in a container booted from `image` (root
     filesystem and venv; default: the e2e cache); and whether every record reached the journal
-    whole (`journal`)."""
+    whole (`journal`). With `saturation` (rounds per sink, seconds each), also the proxy path at
+    saturation in the same container with each sink (`saturation`, see `bench.journald_load`)."""
     missing = missing_prerequisites()
     if missing:
         raise RuntimeError("cannot boot a systemd container here; missing: " + ", ".join(missing))
@@ -79,7 +86,7 @@ def measure(
         binds = [
             (env, VENV_IN_MACHINE, True),
             (REPO / "turret", f"{SRC_IN_MACHINE}/turret", True),
-            (Path(tmp), "/bench", True),
+            (Path(tmp), journald_load.IN_MACHINE, False),
         ]
         name = f"turret-bench-journald-{os.getpid()}"
         with booted(name, root, binds, Path(tmp) / "console.log") as machine:
@@ -87,7 +94,16 @@ def measure(
             result = machine.run(python, "/bench/probe.py", str(records), str(rounds), timeout=600)
             machine.run("journalctl", "--flush", "--sync")
             check = machine.run(python, "/bench/check.py")
+            if saturation is not None:
+                load = journald_load.saturate(
+                    machine, Path(tmp), rounds=saturation[0], duration=saturation[1]
+                )
     figures: dict[str, dict[str, object]] = json.loads(result.stdout.strip().splitlines()[-1])
+    if saturation is not None:
+        figures["saturation"] = {
+            "runs": {sink: asdict(r) for sink, r in load.items()},
+            "per_record_us": journald_load.per_record_us(load),
+        }
     # Every record must have reached the journal whole, or the timing means nothing.
     figures["journal"] = json.loads(check.stdout.strip().splitlines()[-1])
     return figures
@@ -98,13 +114,33 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.journald", description=__doc__)
     p.add_argument("--records", type=int, default=5000, help="records per round (default 5000)")
     p.add_argument("--rounds", type=int, default=5, help="rounds per sink (default 5)")
+    p.add_argument(
+        "--saturation-rounds", type=int, default=3,
+        help="saturation rounds per sink, alternating (default 3; 0: none)",
+    )  # fmt: skip
+    p.add_argument("--saturation-s", type=int, default=5, help="seconds each (default 5)")
     args = p.parse_args(argv)
-    figures = measure(args.records, args.rounds)
+    load = (args.saturation_rounds, args.saturation_s) if args.saturation_rounds else None
+    figures = measure(args.records, args.rounds, saturation=load)
     journal = figures.pop("journal")
     print(f"records in the journal: {journal['count']}, every field present: {journal['complete']}")
+    saturated = figures.pop("saturation", None)
     for sink, f in figures.items():
         runs = ", ".join(f"{r:.1f}" for r in f["runs_us"])  # type: ignore[attr-defined]
         print(f"{sink}: {f['median_us']:.1f} µs per record (rounds: {runs})")
+    if saturated is not None:
+        print("proxy path at saturation in the container (wrk -t1 -c64), Turret a systemd service:")
+        for sink, r in saturated["runs"].items():  # type: ignore[attr-defined]
+            rps = ", ".join(f"{x:,.0f}" for x in r["rps"])
+            print(
+                f"  {sink} sink: {statistics.median(r['rps']):,.0f} requests/s"
+                f" (rounds: {rps}; {sum(r['requests']):,} requests, {r['failed']} failed,"
+                f" {sum(r['records']):,} decision records)"
+            )
+        print(
+            f"  journald record - file record: {saturated['per_record_us']:+.1f} µs at saturation"
+            " (the difference in time per request, over the two records of each)"
+        )
     return 0
 
 
