@@ -1,9 +1,12 @@
 """The killswitch and the alarm with a whole Turret (`server.Gateway`, as `turret serve` runs
 it): the killswitch revokes every outstanding installation token at the fake GitHub (it sees
-each DELETE), and a failing provider is named in STATUS= and counted until a mint works."""
+each DELETE), `turret rotate gh-app` revokes them too and the next call mints anew, and a
+failing provider is named in STATUS= and counted until a mint works."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 import time
@@ -127,3 +130,54 @@ async def test_github_app_stopping_revokes_every_outstanding_token(
     assert fake.deletes == 2  # minted credentials do not outlive the Turret that holds them
     (revoked,) = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_revoked"]
     assert revoked["TURRET_COUNT"] == "2"
+
+
+async def test_turret_rotate_a_minting_provider_revokes_and_mints_anew(
+    served: tuple[Served, FakeGitHub],
+) -> None:
+    """`turret rotate PROVIDER`: a provider that mints rotates by itself. Every token it handed
+    out is revoked at GitHub, the next call gets a new one, and each service's rotation is on
+    record with the operator's uid."""
+    s, fake = served
+    for repo in ("alpha", "beta"):
+        assert (await call(s, repo))[0] == 200
+    first = list(fake.issued)
+    code, out, err = await s.cli("rotate", "gh-app")
+    assert code == 0, err
+    assert "provider gh-app: mints its credentials, so Turret rotated it itself" in out
+    assert "service gh: 2 outstanding credentials revoked" in out
+    assert "service gh-echo: 0 outstanding credentials revoked" in out
+    assert fake.deletes == 2 and all(i.revoked for i in first)
+    rotated = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_rotated"]
+    assert sorted(r["TURRET_SERVICE"] for r in rotated) == ["gh", "gh-echo"]
+    assert {r["TURRET_OPERATOR_UID"] for r in rotated} == {str(os.getuid())}
+    assert {r["TURRET_PROVIDER"] for r in rotated} == {"gh-app"}
+    (revoked,) = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_revoked"]
+    assert revoked["TURRET_COUNT"] == "2"
+    assert (await call(s, "alpha"))[0] == 200  # not sealed: only the credentials changed
+    assert len(fake.issued) == 3 and not fake.issued[-1].revoked
+
+
+async def test_turret_rotate_json_and_names_that_rotate_nothing(
+    served: tuple[Served, FakeGitHub],
+) -> None:
+    s, fake = served
+    assert (await call(s, "alpha"))[0] == 200
+    code, out, err = await s.cli("rotate", "gh-app", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["provider"] == "gh-app" and doc["ok"] is True
+    assert doc["services"] == [
+        {"service": "gh", "revoked": 1, "forgotten": 0, "revoke_failures": []},
+        {"service": "gh-echo", "revoked": 0, "forgotten": 0, "revoke_failures": []},
+    ]
+    assert [c["service"] for c in doc["checks"]] == ["gh", "gh-echo"]
+    # Neither a credential nor a minting provider; nor the name of a service.
+    for name in ("no-such-thing", "gh"):
+        code, out, err = await s.cli("rotate", name)
+        assert code == 1
+        assert f"no service uses a provider {name!r} that mints its credentials" in err
+    # A bad name is refused by the server whoever asks.
+    status, body = await s.admin("POST", "/v1/admin/providers/..%2Fx/rotate")
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+    assert fake.deletes == 1

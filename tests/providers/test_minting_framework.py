@@ -21,7 +21,7 @@ from tests.providers.minters import (
 from turret.authkinds import Injection
 from turret.connector import SessionPool
 from turret.errors import AuditUnavailable, CredentialUnavailable, UnprocessableEntity
-from turret.providers.minting import Minted, MintingProvider, failing, revoke_all
+from turret.providers.minting import Minted, MintingProvider, failing, revoke_all, rotate
 from turret.records import CRIT, Event
 
 
@@ -261,3 +261,24 @@ def test_minting_base_class_has_no_source() -> None:
     base = MintingProvider("svc", "p", {})
     with pytest.raises(NotImplementedError):
         asyncio.run(base.mint({}, 0.0))
+
+
+async def test_minting_rotate_revokes_what_it_can_and_forgets_the_rest(pool: SessionPool) -> None:
+    """`rotate` (`turret rotate PROVIDER`) of a source that cannot revoke (STS, a KV value)
+    only forgets: it says so, rather than counting them as revoked; one that can is revoked."""
+    time, rec = FakeTime(), Recording()
+    minter = CountingMinter(time, {"r": "{repo}"})
+    for repo in ("a", "b"):
+        await minter.injection(scope_for(pool, request_audit(rec), repo=repo))
+    (rotation,) = (await rotate({"svc": minter}, "counter", rec, 1000)).values()
+    assert (rotation.revoked, rotation.forgotten, rotation.failures) == (0, 2, ())
+    record = rec.last(Event.CREDENTIAL_ROTATED)
+    assert (record["TURRET_COUNT"], record["TURRET_FORGOTTEN"]) == (0, 2)
+    assert record["TURRET_OPERATOR_UID"] == 1000
+    assert "tok-" not in str(rec.records)  # the fingerprint, never a value
+    minter.revocable = lambda minted: True  # type: ignore[method-assign]
+    await minter.injection(scope_for(pool, request_audit(rec), repo="a"))
+    assert len(minter.mints) == 3  # the rotation emptied the cache: minted anew
+    (rotation,) = (await rotate({"svc": minter}, "counter", rec, 1000)).values()
+    assert (rotation.revoked, rotation.forgotten) == (1, 0)
+    assert await rotate({"svc": minter}, "another", rec, 1000) == {}  # no such provider

@@ -1,10 +1,12 @@
 """The killswitch with a whole Turret (`server.Gateway`, as `turret serve` runs it) minting
 dynamic credentials from the fake Vault: `POST /v1/admin/killswitch` revokes every outstanding
 lease with `sys/leases/revoke` and then Turret's AppRole token (the fake Vault sees each), and
-after unseal a new login and a new lease are used, never a revoked one."""
+after unseal a new login and a new lease are used, never a revoked one; `turret rotate
+vault-main` revokes the leases alone and the next request gets a new one."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -113,3 +115,52 @@ async def test_vault_killswitch_revokes_every_lease_then_the_token(
     assert len(fake.leases) == 3 and len(fake.tokens) == 1  # a new login, a new lease
     newest = list(fake.leases.values())[-1]
     assert upstream.received[-1].headers["Authorization"] == "Bearer " + newest.data["token"]
+
+
+async def test_turret_rotate_vault_revokes_every_lease_and_the_next_request_gets_a_new_one(
+    served: tuple[Served, FakeVault], upstream: Upstream
+) -> None:
+    """`turret rotate vault-main`: each service's outstanding lease is revoked with
+    `sys/leases/revoke`, then Turret's AppRole token; Turret is not sealed, and the next
+    request logs in anew and goes out with a new lease's credential, never the revoked one."""
+    s, fake = served
+    for path in ("/v1/proxy/consul/v1/kv", "/v1/proxy/nomad/v1/jobs"):
+        assert (await s.agent(path))[0] == 200
+    before = {lease_id: lease.data["token"] for lease_id, lease in fake.leases.items()}
+    logins = sorted(fake.tokens)
+    code, out, err = await s.cli("rotate", "vault-main")
+    assert code == 0, err
+    assert "service consul: 1 outstanding credentials revoked" in out
+    assert "service nomad: 1 outstanding credentials revoked" in out
+    assert all(lease.revoked for lease in fake.leases.values())
+    assert len([c for c in fake.calls if c.path == "/v1/sys/leases/revoke"]) == 2
+    assert sorted(fake.revoked_tokens) == logins and fake.tokens == {}
+    assert (await s.agent("/v1/proxy/consul/v1/kv"))[0] == 200  # not sealed
+    assert len(fake.tokens) == 1  # a new login
+    newest = list(fake.leases.values())[-1]
+    assert newest.data["token"] not in before.values()
+    assert upstream.received[-1].headers["Authorization"] == "Bearer " + newest.data["token"]
+    rotated = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_rotated"]
+    assert sorted(r["TURRET_SERVICE"] for r in rotated) == ["consul", "nomad"]
+
+
+async def test_turret_rotate_vault_says_when_a_lease_could_not_be_revoked(
+    served: tuple[Served, FakeVault],
+) -> None:
+    s, fake = served
+    assert (await s.agent("/v1/proxy/consul/v1/kv"))[0] == 200
+    fake.fail_next = 2  # Vault answers 503 to the lease's revocation and the token's
+    code, out, err = await s.cli("rotate", "vault-main", "--json")
+    assert code == 1, err
+    doc = json.loads(out)
+    (consul,) = [x for x in doc["services"] if x["service"] == "consul"]
+    assert consul["revoked"] == 0
+    assert consul["revoke_failures"] == ["vault revoke: HTTP 503", "vault token revoke: HTTP 503"]
+    assert doc["ok"] is False
+    failed = [r for r in s.audit() if r["TURRET_EVENT"] == "credential_revoke_failed"]
+    assert [r["TURRET_SERVICE"] for r in failed] == ["consul", "consul"]
+    (rotated,) = [
+        r for r in s.audit()
+        if r["TURRET_EVENT"] == "credential_rotated" and r["TURRET_SERVICE"] == "consul"
+    ]  # fmt: skip
+    assert rotated["PRIORITY"] == "3"  # err: a credential may still be valid at its source

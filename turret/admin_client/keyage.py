@@ -1,7 +1,10 @@
 """The operator's key-age commands: `turret credentials` (every credential's fingerprint, age and
 state), `turret check [SERVICE|--all]` (health checks now) and `turret rotate NAME [--wait]` (the
 assisted rotation: what the credential is and where it comes from, the steps, then, with
-`--wait`, the new fingerprint awaited and the checks of every service using it run).
+`--wait`, the new fingerprint awaited and the checks of every service using it run). A NAME that
+is no credential but a provider that mints its credentials (`github_app`, `vault`, `aws_sts`,
+`aws_secrets`) is rotated by Turret itself: what it handed out is revoked at the source, the
+next use mints anew, and the checks run at once.
 
 Who records the rotation: the server, when it loads the new value (start or reload), writes
 `credential_rotated` with both short fingerprints; `turret rotate --wait` announces the
@@ -57,7 +60,11 @@ def add_commands(sub: Subparsers) -> None:
     p = _parser(sub, "check", "run services' health checks now with their credentials", _check)
     p.add_argument("service", nargs="?", metavar="SERVICE", help="only this service")
     p.add_argument("--all", action="store_true", help="every service (the default)")
-    p = _parser(sub, "rotate", "assisted rotation of credential NAME", _rotate)
+    p = _parser(
+        sub, "rotate",
+        "assisted rotation of credential NAME; a provider NAME that mints is rotated by Turret",
+        _rotate,
+    )  # fmt: skip
     p.add_argument("name", metavar="NAME")
     p.add_argument("--wait", action="store_true", help="wait for the new value, then check it")
     p.add_argument("--timeout", type=float, default=900.0, metavar="S", help="default 900")
@@ -112,14 +119,23 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _credential(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    cred = _find_credential(args, name)
+    if cred is None:
+        raise Failed(f"no credential {name!r} is used by Turret's configuration")
+    return cred
+
+
+def _find_credential(args: argparse.Namespace, name: str) -> dict[str, Any] | None:
     for cred in _call(args, Call("GET", "credentials"))["credentials"]:
         if cred["name"] == name:
             return dict(cred)
-    raise Failed(f"no credential {name!r} is used by Turret's configuration")
+    return None
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    cred = _credential(args, args.name)
+    cred = _find_credential(args, args.name)
+    if cred is None:
+        return _rotate_provider(args)
     source = credential_source(args.unit, args.name)
     if not args.json:
         print(render_rotation(cred, source))
@@ -149,6 +165,47 @@ def _rotate(args: argparse.Namespace) -> int:
         print(f"new value loaded: {old or '-'} -> {new}")
         print(render_checks(checks["checks"]) if checks["checks"] else "no service to check")
     return EX_OK if checks["ok"] else EX_FAILED
+
+
+def _rotate_provider(args: argparse.Namespace) -> int:
+    """`turret rotate PROVIDER`: a provider that mints its credentials rotates by itself."""
+    quoted = urllib.parse.quote(args.name, safe="")
+    call = Call("POST", f"providers/{quoted}/rotate")
+    status, doc = asyncio.run(request(socket_path(args), call))
+    if status == 404:
+        raise Failed(
+            f"no credential {args.name!r} is used by Turret's configuration, and no service "
+            f"uses a provider {args.name!r} that mints its credentials"
+        )
+    if status != 200:
+        error = doc.get("error", {}) if isinstance(doc, dict) else {}
+        raise Failed(str(error.get("message", status)))
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_provider_rotation(doc))
+    return EX_OK if doc["ok"] else EX_FAILED
+
+
+def render_provider_rotation(doc: dict[str, Any]) -> str:
+    """What `turret rotate PROVIDER` prints."""
+    lines = [f"provider {doc['provider']}: mints its credentials, so Turret rotated it itself"]
+    for s in doc["services"]:
+        failed = s["revoke_failures"]
+        forgotten = (
+            f", {s['forgotten']} forgotten (the source cannot revoke them: they lapse at their"
+            " expiry)"
+            if s["forgotten"]
+            else ""
+        )
+        could_not = f"; {len(failed)} could not be: {'; '.join(failed)}" if failed else ""
+        lines.append(
+            f"  service {s['service']}: {s['revoked']} outstanding credentials revoked at the"
+            f" source{forgotten}{could_not}; the next use mints a new one"
+        )
+    checks = doc["checks"]
+    lines += ["", render_checks(checks) if checks else "no service to check"]
+    return "\n".join(lines)
 
 
 def _wait_for_change(args: argparse.Namespace, old: str | None, deadline: float) -> str | None:

@@ -102,6 +102,10 @@ class GithubAppProvider(MintingProvider):
         token, expires_at = _issued(answer, body)
         return Minted(Injection({"Authorization": f"Bearer {token}"}), expires_at, secrets=(token,))
 
+    def revocable(self, minted: Minted) -> bool:
+        """Every installation token can be revoked (`DELETE /installation/token`)."""
+        return True
+
     async def revoke_lease(self, minted: Minted) -> None:
         """`DELETE /installation/token`, authenticated by the token itself."""
         token = minted.secrets[0]

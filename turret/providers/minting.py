@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from turret.authkinds import Injection
@@ -49,7 +50,7 @@ from turret.providers.leases import (
     RevokeReport,
     scope_text,
 )
-from turret.records import CRIT, ERR, Event, Recorder, RequestAudit
+from turret.records import CRIT, ERR, NOTICE, Event, Recorder, RequestAudit
 from turret.tokens import rfc3339
 
 if TYPE_CHECKING:
@@ -66,8 +67,11 @@ __all__ = [
     "MintedInjection",
     "MintingProvider",
     "RevokeReport",
+    "Rotation",
     "failing",
+    "minting",
     "revoke_all",
+    "rotate",
     "scope_text",
 ]
 
@@ -118,6 +122,11 @@ class MintingProvider(ProviderBase):
     async def revoke_lease(self, minted: Minted) -> None:
         """Invalidate `minted` at its source; raise `MintFailed` if that did not work. By
         default nothing: the credential lapses at its expiry."""
+
+    def revocable(self, minted: Minted) -> bool:
+        """Whether `revoke_lease` invalidates `minted` at its source (else it is only
+        forgotten, and lapses at its expiry). By default not."""
+        return False
 
     @property
     def identity(self) -> tuple[object, ...]:
@@ -243,9 +252,7 @@ class MintingProvider(ProviderBase):
             return lease
         return None
 
-    async def _flight(
-        self, key: str, resolved: JSON, budget: float, audit: RequestAudit
-    ) -> Lease:
+    async def _flight(self, key: str, resolved: JSON, budget: float, audit: RequestAudit) -> Lease:
         """The lease of the mint in flight for `key`, starting one if there is none."""
         flights = self.state.flights
         task = flights.get(key)
@@ -440,20 +447,76 @@ async def revoke_all(
             continue
         report = await provider.revoke_outstanding()
         total += report.revoked
-        fields = {"TURRET_PROVIDER": provider.provider, "TURRET_SERVICE": provider.name}
         # The killswitch goes on whatever its records: the agents are already shut out.
         with contextlib.suppress(AuditUnavailable):
-            if report.revoked:
-                recorder.record(
-                    Event.CREDENTIAL_REVOKED,
-                    f"{report.revoked} credentials of service {provider.name} revoked",
-                    {**fields, "TURRET_COUNT": report.revoked},
-                )
-            for cause in report.failures:
-                recorder.record(
-                    Event.CREDENTIAL_REVOKE_FAILED,
-                    f"a credential of service {provider.name} could not be revoked: {cause}",
-                    {**fields, "TURRET_REASON": cause},
-                    priority=ERR,
-                )
+            _record_revocation(provider, report, recorder)
     return total
+
+
+def _record_revocation(provider: MintingProvider, report: RevokeReport, recorder: Recorder) -> None:
+    fields = {"TURRET_PROVIDER": provider.provider, "TURRET_SERVICE": provider.name}
+    if report.revoked:
+        recorder.record(
+            Event.CREDENTIAL_REVOKED,
+            f"{report.revoked} credentials of service {provider.name} revoked",
+            {**fields, "TURRET_COUNT": report.revoked},
+        )
+    for cause in report.failures:
+        recorder.record(
+            Event.CREDENTIAL_REVOKE_FAILED,
+            f"a credential of service {provider.name} could not be revoked: {cause}",
+            {**fields, "TURRET_REASON": cause},
+            priority=ERR,
+        )
+
+
+def minting(providers: Mapping[str, CredentialProvider], name: str) -> list[MintingProvider]:
+    """The services' minting providers of config provider `name` (one per service using it)."""
+    unwrapped = (p.inner if isinstance(p, AgedProvider) else p for p in providers.values())
+    return [p for p in unwrapped if isinstance(p, MintingProvider) and p.provider == name]
+
+
+async def rotate(
+    providers: Mapping[str, CredentialProvider], name: str, recorder: Recorder, uid: int
+) -> dict[str, Rotation]:
+    """Rotate config provider `name` by itself (`turret rotate NAME`): for every service using
+    it, revoke every credential it handed out that may still be valid, at its source, and empty
+    its cache, so that the next use mints (or re-reads) a new one. Records what was revoked and
+    what could not be, as the killswitch does, then `credential_rotated` with the operator's uid;
+    a lost record raises `AuditUnavailable` (after the revocation: it only takes away).
+    Returns each service's report (none when no service uses a minting provider `name`)."""
+    reports: dict[str, Rotation] = {}
+    for provider in minting(providers, name):
+        old = provider.fingerprint
+        # Those the source cannot invalidate are only forgotten; they lapse at their expiry.
+        forgotten = sum(not provider.revocable(lease.minted) for lease in provider.outstanding())
+        report = await provider.revoke_outstanding()
+        rotation = reports[provider.name] = Rotation(
+            max(0, report.revoked - forgotten), min(forgotten, report.revoked), report.failures
+        )
+        _record_revocation(provider, report, recorder)
+        recorder.record(
+            Event.CREDENTIAL_ROTATED,
+            f"provider {name} rotated for service {provider.name} by uid {uid}: "
+            f"{rotation.revoked} revoked, {rotation.forgotten} forgotten, the next use mints anew",
+            {
+                "TURRET_PROVIDER": name,
+                "TURRET_SERVICE": provider.name,
+                "TURRET_OLD_FINGERPRINT": old or "-",
+                "TURRET_COUNT": rotation.revoked,
+                "TURRET_FORGOTTEN": rotation.forgotten,
+                "TURRET_OPERATOR_UID": uid,
+            },
+            priority=NOTICE if not report.failures else ERR,
+        )
+    return reports
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What rotating one service's provider did: credentials revoked at the source, forgotten
+    (the source cannot revoke them: they lapse at their expiry), and revocations that failed."""
+
+    revoked: int
+    forgotten: int
+    failures: tuple[str, ...]

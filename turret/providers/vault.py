@@ -129,6 +129,10 @@ class VaultProvider(MintingProvider):
             secrets=(value,),
         )
 
+    def revocable(self, minted: Minted) -> bool:
+        """A dynamic lease can be revoked; a KV value cannot (it is a static secret)."""
+        return bool(minted.lease_id)
+
     async def revoke_lease(self, minted: Minted) -> None:
         """`sys/leases/revoke` for a dynamic lease (once, however often it was renewed)."""
         lease_id = minted.lease_id

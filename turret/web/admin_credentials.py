@@ -1,7 +1,8 @@
 """The admin routes of key age: `GET /v1/admin/credentials` (`turret credentials`), `POST
-/v1/admin/check` (`turret check`) and `POST /v1/admin/credentials/NAME/rotating` (`turret
-rotate --wait` announcing who rotates NAME). Same peer check, error shape and audit as every
-admin route: they are added to the admin app by `create_admin_app`.
+/v1/admin/check` (`turret check`), `POST /v1/admin/credentials/NAME/rotating` (`turret
+rotate --wait` announcing who rotates NAME) and `POST /v1/admin/providers/NAME/rotate` (`turret
+rotate PROVIDER`: a minting provider rotated by Turret itself). Same peer check, error shape
+and audit as every admin route: they are added to the admin app by `create_admin_app`.
 
 Checks go out on a session pool of the admin app's own, through `upstream.send` with the
 running runtime's providers: the same address policy and guards as an agent's request.
@@ -21,10 +22,11 @@ from aiohttp.resolver import DefaultResolver
 from turret import admin, credwatch
 from turret.audit import Auditor
 from turret.connector import SessionPool
-from turret.errors import BadRequest
+from turret.errors import BadRequest, NotFound
 from turret.healthcheck import run_checks
 from turret.httpserver import peer_credentials
 from turret.model import CREDENTIAL_NAME, NAME
+from turret.providers.minting import rotate
 from turret.records import NOTICE, Event
 from turret.runtime import RuntimeHolder
 from turret.state import StateStore
@@ -49,6 +51,7 @@ def add_routes(app: web.Application, view: CredentialsView) -> None:
     app.router.add_get("/v1/admin/credentials", _credentials)
     app.router.add_post("/v1/admin/credentials/{name}/rotating", _rotating)
     app.router.add_post("/v1/admin/check", _check)
+    app.router.add_post("/v1/admin/providers/{name}/rotate", _rotate_provider)
 
 
 async def _sessions(app: web.Application) -> AsyncIterator[None]:
@@ -78,6 +81,37 @@ async def _rotating(request: web.Request) -> web.Response:
     await asyncio.to_thread(credwatch.announce, state, config, name, uid, time.time())
     doc = {"credential": name, "announced_by_uid": uid}
     _audit(request, f"rotating {name}", uid, doc)
+    return web.json_response(doc)
+
+
+async def _rotate_provider(request: web.Request) -> web.Response:
+    """A provider that mints its credentials rotates by itself: every credential it handed out
+    that may still be valid is revoked at its source and the next use mints a new one; then the
+    health check of every service using it runs (with a freshly minted credential)."""
+    view = request.app[VIEW]
+    name = request.match_info["name"]
+    if not NAME.fullmatch(name):
+        raise BadRequest(f"provider name must match {NAME.pattern}")
+    uid = operator(request)
+    runtime = view.holder.current
+    reports = await rotate(runtime.providers, name, view.auditor, uid)
+    if not reports:
+        raise NotFound(f"no service uses a provider {name!r} that mints its credentials")
+    services = [
+        {
+            "service": service,
+            "revoked": r.revoked,
+            "forgotten": r.forgotten,
+            "revoke_failures": list(r.failures),
+        }
+        for service, r in sorted(reports.items())
+    ]
+    checks = await run_checks(runtime, request.app[CHECKS], sorted(reports))
+    ok = all(not s["revoke_failures"] for s in services) and all(
+        c["ok"] is not False for c in checks
+    )
+    doc = {"provider": name, "services": services, "checks": checks, "ok": ok}
+    _audit(request, f"rotate provider {name}", uid, doc)
     return web.json_response(doc)
 
 
