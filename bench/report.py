@@ -328,7 +328,8 @@ def extras_text(results: Results) -> str:
     if results["policy"]:
         rows = [
             "**Policy scale**: one decision is token lookup + path canonicalisation + "
-            "`decide_proxy`; config load is `load_config` (YAML and validation).",
+            "`decide_proxy`; config load is `load_config` (YAML and validation); decisions "
+            "timed in 5 interleaved rounds of every size, the fastest batch of each.",
             "",
             "| N | load config, N agents | decide, N agents | load config, 1 agent with N grants "
             "| decide, N grants (last one matches) |",
