@@ -28,7 +28,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,7 +38,7 @@ from turret.echo import Redactor
 from turret.errors import AuditUnavailable, CredentialUnavailable
 from turret.model import JSON
 from turret.providers import CredentialProvider, ProviderBase, Scope, fingerprint
-from turret.providers.aged import AgedProvider
+from turret.providers.aged import unwrapped
 from turret.providers.leases import (
     Hooks,
     Lease,
@@ -423,11 +423,15 @@ def _logged(done: asyncio.Future[Any]) -> None:
         log.error("a credential whose issuance record was lost could not be revoked: %s", cause)
 
 
+def _minting(providers: Iterable[CredentialProvider]) -> Iterator[MintingProvider]:
+    """The minting ones of `providers`, looked at through key age's wrapper (the lease state is
+    the inner provider's)."""
+    return (p for p in map(unwrapped, providers) if isinstance(p, MintingProvider))
+
+
 def failing(providers: Mapping[str, CredentialProvider]) -> list[str]:
     """The providers whose last mint failed (for STATUS=), by config name."""
-    unwrapped = (p.inner if isinstance(p, AgedProvider) else p for p in providers.values())
-    minting = (p for p in unwrapped if isinstance(p, MintingProvider))
-    return sorted({p.provider for p in minting if p.state.failing})
+    return sorted({p.provider for p in _minting(providers.values()) if p.state.failing})
 
 
 async def revoke_all(
@@ -441,7 +445,7 @@ async def revoke_all(
     total = 0
     for each in [*providers.values(), *retired]:
         # Key age wraps every provider (`turret.providers.aged`); the lease is the inner one's.
-        provider = each.inner if isinstance(each, AgedProvider) else each
+        provider = unwrapped(each)
         if not isinstance(provider, MintingProvider):
             await provider.revoke()
             continue
@@ -472,8 +476,7 @@ def _record_revocation(provider: MintingProvider, report: RevokeReport, recorder
 
 def minting(providers: Mapping[str, CredentialProvider], name: str) -> list[MintingProvider]:
     """The services' minting providers of config provider `name` (one per service using it)."""
-    unwrapped = (p.inner if isinstance(p, AgedProvider) else p for p in providers.values())
-    return [p for p in unwrapped if isinstance(p, MintingProvider) and p.provider == name]
+    return [p for p in _minting(providers.values()) if p.provider == name]
 
 
 async def rotate(
