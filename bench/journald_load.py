@@ -23,7 +23,7 @@ from typing import cast
 
 from bench.loadgen import WRK_MARKER, write_wrk_script
 from bench.scenarios import UPSTREAM_MIX, proxied
-from bench.servers import ITEM, Server, Workdir, _render, turret_config
+from bench.servers import Server, Workdir, turret_config, upstream_conf
 from tests.e2e.nspawn_machine import VENV_IN_MACHINE, Machine, tool
 
 PORT = 8431  # Turret, inside the container's network namespace
@@ -73,16 +73,7 @@ def saturate(
 
 
 def _start_upstream(machine: Machine, work: Workdir) -> Server:
-    conf = _render(
-        "nginx-upstream.conf",
-        work.root / "nginx-upstream.conf",
-        {
-            "DIR": str(work.root),
-            "PORT": UPSTREAM_PORT,
-            "UPSTREAM_SECRET": work.upstream_secret,
-            "BODY": json.dumps(ITEM, separators=(",", ":")),
-        },
-    )
+    conf = upstream_conf(work, UPSTREAM_PORT)
     error_log = work.logs / "nginx-upstream.error.log"
     argv = [tool("nginx"), "-p", str(work.root), "-c", str(conf), "-e", str(error_log)]
     proc = machine.in_network(argv, stdin=subprocess.DEVNULL)
@@ -160,7 +151,7 @@ def _decisions(machine: Machine, work: Workdir, unit: str, sink: str, n: int) ->
         ).stdout  # fmt: skip
         return int(out.strip())
     with (work.root / f"audit-{n}.jsonl").open() as f:
-        return sum(1 for line in f if '"TURRET_EVENT":"decision"' in line.replace(" ", ""))
+        return sum(1 for line in f if json.loads(line).get("TURRET_EVENT") == "decision")
 
 
 def _wrk(machine: Machine, script: Path, duration: int, connections: int) -> tuple[float, int, int]:

@@ -106,7 +106,12 @@ def _render(template: str, out: Path, values: dict[str, str | int]) -> Path:
 def start_upstream(procs: Procs, work: Workdir) -> Server:
     """The fake upstream: nginx answering a fixed JSON document to the right credential."""
     port = free_port()
-    conf = _render(
+    return _nginx(procs, work, "upstream", upstream_conf(work, port), port)
+
+
+def upstream_conf(work: Workdir, port: int) -> Path:
+    """The fake upstream's nginx config, listening on 127.0.0.1:`port`."""
+    return _render(
         "nginx-upstream.conf",
         work.root / "nginx-upstream.conf",
         {
@@ -116,7 +121,6 @@ def start_upstream(procs: Procs, work: Workdir) -> Server:
             "BODY": json.dumps(ITEM, separators=(",", ":")),
         },
     )
-    return _nginx(procs, work, "upstream", conf, port)
 
 
 def start_nginx_proxy(procs: Procs, work: Workdir, upstream: Server) -> Server:

@@ -60,18 +60,25 @@ def store_of(state: StateStore | None) -> StateStore:
     return state
 
 
-def reason_from_body(raw: bytes, default: str) -> str:
-    """The `reason` of an admin request's body (none: `default`); a `BadRequest` if the body is
-    not a JSON object."""
+def body_object(raw: bytes) -> dict[str, Any] | None:
+    """An admin request's body as a JSON object, None if it has none; a `BadRequest` if it is
+    something else."""
     if not raw:
-        return default
+        return None
     try:
         body = json.loads(raw)
     except ValueError:
         raise BadRequest("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    return reason_of(body.get("reason"), default)
+    return body
+
+
+def reason_from_body(raw: bytes, default: str) -> str:
+    """The `reason` of an admin request's body (none: `default`); a `BadRequest` if the body is
+    not a JSON object."""
+    body = body_object(raw)
+    return default if body is None else reason_of(body.get("reason"), default)
 
 
 def reason_of(value: object, default: str) -> str:

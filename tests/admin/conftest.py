@@ -84,6 +84,17 @@ class Served:
         await self.stop()
         await self.start()
 
+    async def finish(self, leak_check: Canaries) -> None:
+        """The end of a test: stopped if it still runs; no canary or agent token in any answer,
+        CLI output or audit record; its sockets' directory removed."""
+        if self.gateway is not None:
+            await self.stop()
+        seen = "\n".join(self.seen)
+        leak_check.assert_absent(
+            [("answers and CLI output", seen), ("audit", self.audit_path.read_text())]
+        )
+        shutil.rmtree(Path(self.admin_socket).parent, ignore_errors=True)
+
     async def agent(
         self, path: str, *, token: str | None = None, tcp: bool = False, method: str = "GET"
     ) -> tuple[int, Any]:
@@ -101,13 +112,7 @@ class Served:
 
     async def admin(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         """A request on the admin socket: status and JSON."""
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.UnixConnector(self.admin_socket)) as session,
-            session.request(method, f"http://turret{path}", json=body) as resp,
-        ):
-            text = await resp.text()
-            self.seen.append(text)
-            return resp.status, json.loads(text)
+        return await admin_request(self.admin_socket, self.seen, method, path, body)
 
     async def cli(self, *args: str) -> tuple[int, str, str]:
         """`turret ARGS --admin-socket SOCKET` in a child process: exit status, stdout, stderr."""
@@ -157,12 +162,21 @@ async def served(
     await s.start()
     yield s
     upstream.release.set()
-    if s.gateway is not None:
-        await s.stop()
-    leak_check.assert_absent(
-        [("answers and CLI output", "\n".join(s.seen)), ("audit", s.audit_path.read_text())]
-    )
-    shutil.rmtree(Path(s.admin_socket).parent, ignore_errors=True)
+    await s.finish(leak_check)
+
+
+async def admin_request(
+    admin_socket: str, seen: list[str], method: str, path: str, body: object = None
+) -> tuple[int, Any]:
+    """A request on the admin socket: status and JSON; the answer is added to `seen` (for the
+    leak check)."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(admin_socket)) as session,
+        session.request(method, f"http://turret{path}", json=body) as resp,
+    ):
+        text = await resp.text()
+        seen.append(text)
+        return resp.status, json.loads(text)
 
 
 async def admin_cli(admin_socket: str, seen: list[str], *args: str) -> tuple[int, str, str]:

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.admin.conftest import admin_cli
+from tests.admin.conftest import admin_cli, admin_request
 from tests.capabilities.conftest import AGENTS, CREDENTIALS, capability_config
 from tests.capabilities.fake_services import FakeState, start_fakes
 from tests.gateway import Built, Canaries, build_gateway
@@ -175,13 +174,7 @@ class Desk:
 
     async def admin(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         """A request on the admin socket: status and JSON."""
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.UnixConnector(self.admin_socket)) as session,
-            session.request(method, f"http://turret{path}", json=body) as resp,
-        ):
-            text = await resp.text()
-            self.seen.append(text)
-            return resp.status, json.loads(text)
+        return await admin_request(self.admin_socket, self.seen, method, path, body)
 
     async def approve(self, approval_id: str, *, deny: bool = False) -> tuple[int, Any]:
         action = "deny" if deny else "approve"
@@ -238,4 +231,3 @@ async def desk(leak_check: Canaries) -> AsyncIterator[Desk]:
     yield d
     await close_desk(d)
     shutil.rmtree(tmp, ignore_errors=True)
-

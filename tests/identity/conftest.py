@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -63,12 +62,7 @@ async def serve(
     yield start
     upstream.release.set()
     for s in started:
-        if s.gateway is not None:
-            await s.stop()
-        leak_check.assert_absent(
-            [("answers", "\n".join(s.seen)), ("audit", s.audit_path.read_text())]
-        )
-        shutil.rmtree(Path(s.admin_socket).parent, ignore_errors=True)
+        await s.finish(leak_check)
 
 
 async def mint(served: Served, token: str, *, tcp: bool = False) -> dict[str, Any]:

@@ -5,7 +5,6 @@ and `turret credentials` against a Turret without a state store."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -88,9 +87,7 @@ async def stateless(
     s = write_served(tmp_path, upstream, leak_check, state=False)
     await s.start()
     yield s
-    await s.stop()
-    leak_check.assert_absent([("CLI output", "\n".join(s.seen))])
-    shutil.rmtree(Path(s.admin_socket).parent, ignore_errors=True)
+    await s.finish(leak_check)
 
 
 async def test_credentials_without_a_state_store_says_ages_are_unknown(

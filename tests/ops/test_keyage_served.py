@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -65,12 +64,7 @@ async def keyed(
     with_checks(Path(s.options.config_path))
     yield s
     upstream.release.set()
-    if s.gateway is not None:
-        await s.stop()
-    leak_check.assert_absent(
-        [("answers and CLI output", "\n".join(s.seen)), ("audit", s.audit_path.read_text())]
-    )
-    shutil.rmtree(Path(s.admin_socket).parent, ignore_errors=True)
+    await s.finish(leak_check)
 
 
 def records(s: Served, event: str) -> list[dict[str, str]]:

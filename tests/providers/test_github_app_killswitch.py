@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -59,12 +58,7 @@ async def served(
         )  # fmt: skip
         await s.start()
         yield s, fake
-        if s.gateway is not None:
-            await s.stop()
-        leak_check.assert_absent(
-            [("answers", "\n".join(s.seen)), ("audit", s.audit_path.read_text())]
-        )
-    shutil.rmtree(sockets, ignore_errors=True)
+        await s.finish(leak_check)  # the sockets' directory too
 
 
 async def call(s: Served, repo: str) -> tuple[int, Any]:

@@ -7,7 +7,6 @@ vault-main` revokes the leases alone and the next request gets a new one."""
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -83,13 +82,8 @@ async def served(
     try:
         yield s, fake
     finally:
-        if s.gateway is not None:
-            await s.stop()
-        leak_check.assert_absent(
-            [("answers", "\n".join(s.seen)), ("audit", s.audit_path.read_text())]
-        )
+        await s.finish(leak_check)  # the sockets' directory too
         await server.close()
-        shutil.rmtree(sockets, ignore_errors=True)
 
 
 async def test_vault_killswitch_revokes_every_lease_then_the_token(

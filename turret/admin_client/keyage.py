@@ -97,8 +97,12 @@ def _guarded(args: argparse.Namespace, func: Any) -> int:
         return EX_FAILED
 
 
-def _call(args: argparse.Namespace, call: Call) -> Any:
+def _call(args: argparse.Namespace, call: Call, *, not_found: str | None = None) -> Any:
+    """The document of `call`'s answer; `Failed` with the server's message (or `not_found`
+    for a 404, when given) if it is not a 200."""
     status, doc = asyncio.run(request(socket_path(args), call))
+    if status == 404 and not_found is not None:
+        raise Failed(not_found)
     if status != 200:
         error = doc.get("error", {}) if isinstance(doc, dict) else {}
         raise Failed(str(error.get("message", status)))
@@ -170,16 +174,11 @@ def _rotate(args: argparse.Namespace) -> int:
 def _rotate_provider(args: argparse.Namespace) -> int:
     """`turret rotate PROVIDER`: a provider that mints its credentials rotates by itself."""
     quoted = urllib.parse.quote(args.name, safe="")
-    call = Call("POST", f"providers/{quoted}/rotate")
-    status, doc = asyncio.run(request(socket_path(args), call))
-    if status == 404:
-        raise Failed(
-            f"no credential {args.name!r} is used by Turret's configuration, and no service "
-            f"uses a provider {args.name!r} that mints its credentials"
-        )
-    if status != 200:
-        error = doc.get("error", {}) if isinstance(doc, dict) else {}
-        raise Failed(str(error.get("message", status)))
+    missing = (
+        f"no credential {args.name!r} is used by Turret's configuration, and no service uses a "
+        f"provider {args.name!r} that mints its credentials"
+    )
+    doc = _call(args, Call("POST", f"providers/{quoted}/rotate"), not_found=missing)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -23,9 +23,9 @@ from typing import Any, ClassVar, Self
 from turret.authkinds import Uses
 from turret.config.checker import Checker
 from turret.config.limits import read_address_policy
-from turret.config.providers import PLACEHOLDER, ProviderSpec, register
+from turret.config.providers import PLACEHOLDER, ProviderSpec, read_injected_header, register
 from turret.config.yamlload import join
-from turret.model import CREDENTIAL_NAME, HEADER_NAME, JSON
+from turret.model import CREDENTIAL_NAME, JSON
 from turret.netpolicy import AddressPolicy
 
 SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
@@ -46,16 +46,6 @@ def _source(ck: Checker, path: str, body: dict[str, Any]) -> tuple[AddressPolicy
     policy = read_address_policy(ck, join(path, "allow_networks"), body.get("allow_networks", []))
     timeout = ck.number(join(path, "timeout"), body.get("timeout", 5), 0.1, 120, integer=False)
     return policy, None if timeout is None else float(timeout)
-
-
-def _injected(ck: Checker, path: str, body: dict[str, Any]) -> dict[str, JSON] | None:
-    """`header:` (default Authorization) and `prefix:` (default "Bearer ")."""
-    header = ck.string(join(path, "header"), body.get("header", "Authorization"), HEADER_NAME)
-    prefix = body.get("prefix", "Bearer ")
-    if not isinstance(prefix, str) or any(c in prefix for c in "\r\n\0"):
-        ck.fail(join(path, "prefix"), "must be a string without CR, LF or NUL")
-        return None
-    return {"header": header, "prefix": prefix} if header else None
 
 
 def _no_placeholder(ck: Checker, path: str, text: str | None) -> str | None:
@@ -113,7 +103,7 @@ class VaultSpec(ProviderSpec):
         if ("kv" in body) == ("dynamic" in body):
             ck.fail(path, "needs exactly one of kv and dynamic")
             return None
-        injected = _injected(ck, path, body)
+        injected = read_injected_header(ck, path, body)
         source = _kv(ck, join(path, "kv"), body["kv"]) if "kv" in body else None
         if "dynamic" in body:
             source = _dynamic(ck, join(path, "dynamic"), body["dynamic"])
@@ -276,7 +266,7 @@ class AwsSecretsSpec(_AwsSpec):
 
     def read_scope(self, ck: Checker, path: str, body: dict[str, Any]) -> dict[str, JSON] | None:
         """`secret_id` (name or ARN), optional `version_stage`, `json_key`, `refresh`."""
-        injected = _injected(ck, path, body)
+        injected = read_injected_header(ck, path, body)
         secret = ck.string(join(path, "secret_id"), body.get("secret_id"), SECRET_ID)
         secret = _no_placeholder(ck, join(path, "secret_id"), secret)
         refresh = ck.number(

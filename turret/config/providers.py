@@ -155,12 +155,18 @@ class EnvSpec(ProviderSpec):
 
     def read_scope(self, ck: Checker, path: str, body: dict[str, Any]) -> dict[str, JSON] | None:
         """`header:` (default Authorization) and `prefix:` (default "Bearer ")."""
-        header = ck.string(join(path, "header"), body.get("header", "Authorization"), HEADER_NAME)
-        prefix = body.get("prefix", "Bearer ")
-        if not isinstance(prefix, str) or any(c in prefix for c in "\r\n\0"):
-            ck.fail(join(path, "prefix"), "must be a string without CR, LF or NUL")
-            return None
-        return {"header": header, "prefix": prefix} if header else None
+        return read_injected_header(ck, path, body)
+
+
+def read_injected_header(ck: Checker, path: str, body: dict[str, Any]) -> dict[str, JSON] | None:
+    """How a provider's value is sent, in a service's `auth:` scope: `header:` (default
+    Authorization) and `prefix:` (default "Bearer ")."""
+    header = ck.string(join(path, "header"), body.get("header", "Authorization"), HEADER_NAME)
+    prefix = body.get("prefix", "Bearer ")
+    if not isinstance(prefix, str) or any(c in prefix for c in "\r\n\0"):
+        ck.fail(join(path, "prefix"), "must be a string without CR, LF or NUL")
+        return None
+    return {"header": header, "prefix": prefix} if header else None
 
 
 GITHUB_PERMISSION = re.compile(r"[a-z][a-z_]{0,63}")

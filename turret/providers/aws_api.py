@@ -11,7 +11,6 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import urlencode
 
 import aiohttp
@@ -21,7 +20,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from yarl import URL
 
-from turret.providers.fetch import call, json_object, text_field
+from turret.providers.fetch import call, json_object, text_field, time_field
 from turret.providers.minting import MintFailed
 from turret.secret import Secret
 
@@ -152,7 +151,7 @@ async def assume_role(
         text_field(fields, "AccessKeyId", what),
         Secret(text_field(fields, "SecretAccessKey", what)),
         Secret(text_field(fields, "SessionToken", what)),
-        _timestamp(text_field(fields, "Expiration", what), what),
+        time_field(fields, "Expiration", what),
     )
 
 
@@ -223,16 +222,6 @@ def _xml(data: bytes, what: str) -> ET.Element:
         return ET.fromstring(data)  # noqa: S314 - declarations refused above
     except ET.ParseError:
         raise MintFailed(f"{what}: answer is not XML") from None
-
-
-def _timestamp(text: str, what: str) -> float:
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise MintFailed(f"{what}: Expiration is not a timestamp") from None
-    if when.tzinfo is None:
-        raise MintFailed(f"{what}: Expiration has no time zone")
-    return when.timestamp()
 
 
 def _safe_code(code: str | None) -> str:

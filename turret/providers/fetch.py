@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -80,3 +81,16 @@ def int_field(obj: Mapping[str, Any], key: str, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise MintFailed(f"{what}: {key!r} missing or not a non-negative integer")
     return value
+
+
+def time_field(obj: Mapping[str, Any], key: str, what: str) -> float:
+    """An RFC 3339 time field of `obj` (a `Z` suffix and nanoseconds allowed) with its time
+    zone, as epoch seconds; or `MintFailed`."""
+    text = text_field(obj, key, what)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MintFailed(f"{what}: {key} is not a timestamp") from None
+    if when.tzinfo is None:
+        raise MintFailed(f"{what}: {key} has no time zone")
+    return when.timestamp()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
-from turret.providers.fetch import call, int_field, json_object, text_field
+from turret.providers.fetch import call, int_field, json_object, text_field, time_field
 from turret.providers.minting import MintFailed
 from turret.secret import Secret
 
@@ -141,7 +140,7 @@ async def read_kv(
     if field not in inner:
         raise MintFailed(f"{what}: the secret has no field {field!r}")
     value = text_field(inner, field, what)
-    created = _rfc3339(text_field(metadata, "created_time", what), what)
+    created = time_field(metadata, "created_time", what)
     return KvValue(Secret(value), int_field(metadata, "version", what), created)
 
 
@@ -209,14 +208,3 @@ async def revoke_self(session: aiohttp.ClientSession, server: VaultServer, token
     url = server.endpoint("auth", "token", "revoke-self")
     what = "vault token revoke"
     await _json_call(session, server, method="POST", url=url, token=token, doc=None, what=what)
-
-
-def _rfc3339(text: str, what: str) -> float:
-    """A Vault time (RFC 3339, nanoseconds, `Z`) as epoch seconds."""
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise MintFailed(f"{what}: created_time is not a timestamp") from None
-    if when.tzinfo is None:
-        raise MintFailed(f"{what}: created_time has no time zone")
-    return when.timestamp()

@@ -127,14 +127,10 @@ async def _check(request: web.Request) -> web.Response:
 
 async def _services(request: web.Request) -> list[str] | None:
     """The `services` the body names, or None (every service) without a body."""
-    raw = await request.read()
-    if not raw:
+    body = admin.body_object(await request.read())
+    if body is None:
         return None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    names = body.get("services") if isinstance(body, dict) else None
+    names = body.get("services")
     if not isinstance(names, list) or not all(isinstance(n, str) and NAME.fullmatch(n)
                                               for n in names):  # fmt: skip
         raise BadRequest('the body must be {"services": [NAME, ...]}')
